@@ -1,0 +1,23 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+if CFG.synthetic.enabled:
+
+    include: "workflow/rules/synthetic.smk"
+
+
+include: "workflow/rules/episodes.smk"
+
+
+rule all:
+    input:
+        episode_indexes(),
+    default_target: True

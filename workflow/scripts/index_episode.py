@@ -1,0 +1,16 @@
+"""Index one RoboTwin episode: frames, image size, arm, instruction, checksum."""
+
+from overlayflow.episodes import write_index
+from overlayflow.logs import script_log
+
+with script_log(snakemake.log[0]):
+    p = snakemake.params
+    write_index(
+        p.root,
+        snakemake.wildcards.task,
+        p.setting,
+        snakemake.wildcards.episode,
+        p.camera,
+        p.action,
+        snakemake.output[0],
+    )
