@@ -18,6 +18,6 @@ include: "workflow/rules/episodes.smk"
 
 
 rule all:
+    default_target: True
     input:
         episode_indexes(),
-    default_target: True

@@ -6,15 +6,15 @@ rule index_episode:
         "results/episodes/{task}/{episode}.json",
     log:
         "logs/episodes/{task}/{episode}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
     params:
         root=CFG.data.root,
         setting=CFG.data.setting,
         camera=CFG.data.camera,
         action=CFG.data.action,
-    resources:
-        mem_mb=500,
-        runtime=5,
-    conda:
-        "../../envs/data.yaml"
     script:
         "../scripts/index_episode.py"

@@ -13,6 +13,11 @@ rule synthetic_episodes:
         scene_info=f"{DATA_DIR}/scene_info.json",
     log:
         "logs/synthetic/{task}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         root=CFG.data.root,
         setting=CFG.data.setting,
@@ -22,10 +27,5 @@ rule synthetic_episodes:
         height=CFG.synthetic.height,
         step=CFG.synthetic.step,
         cameras=CFG.synthetic.cameras,
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../../envs/data.yaml"
     script:
         "../scripts/synthetic_episodes.py"
