@@ -123,7 +123,7 @@ def test_find_episodes(make_episodes):
 
 
 def test_missing_root_task_setting(tmp_path, make_episodes):
-    with pytest.raises(EpisodeError, match="data root .* does not exist"):
+    with pytest.raises(EpisodeError, match=r"data root .* does not exist"):
         find_episodes(tmp_path / "nope", "t", "s")
     (ref,) = make_episodes()
     with pytest.raises(EpisodeError, match=r"task 'open_drawer' not found.*place_block"):
@@ -219,7 +219,7 @@ def test_bad_instructions(make_episodes):
     with Episode(ref) as ep, pytest.raises(EpisodeError, match="'seen' must be a non-empty list"):
         ep.instructions  # noqa: B018
     ref.instructions.unlink()
-    with Episode(ref) as ep, pytest.raises(EpisodeError, match="instructions file .* not exist"):
+    with Episode(ref) as ep, pytest.raises(EpisodeError, match=r"instructions file .* not exist"):
         ep.instruction  # noqa: B018
 
 

@@ -41,14 +41,24 @@ def _key(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _schema_at(schema: dict, path) -> dict:
+    for part in path:
+        schema = schema.get("properties", {}).get(part, {})
+    return schema
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     if error.validator == "additionalProperties":
         where = _key(error)
         allowed = sorted(error.schema.get("properties", {}))
         return f"config key {where}: {error.message}; allowed keys: {allowed}"
-    description = " ".join(str(error.schema.get("description", "")).split())
-    expected = f" ({description})" if description else ""
-    return f"config key {_key(error)}: {error.message}{expected}"
+    key_schema = _schema_at(schema, error.absolute_path)
+    description = " ".join(str(key_schema.get("description", "")).split())
+    expected = f"; expected: {description}" if description else ""
+    message = error.message
+    if error.parent is not None and error.parent.validator in ("oneOf", "anyOf"):
+        message = f"{error.parent.instance!r} is not valid"
+    return f"config key {_key(error)}: {message}{expected}"
 
 
 def validate(raw: dict[str, Any], schema: str | Path | dict) -> dict[str, Any]:
@@ -60,7 +70,7 @@ def validate(raw: dict[str, Any], schema: str | Path | dict) -> dict[str, Any]:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(_describe(best) + more)
+        raise ConfigError(_describe(best, schema) + more)
     return filled
 
 

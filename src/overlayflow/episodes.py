@@ -80,7 +80,9 @@ def episode_index(name: str) -> int:
     """``"episode7"`` → 7; anything else is an error naming what was expected."""
     match = EPISODE_RE.fullmatch(name)
     if not match:
-        raise EpisodeError(f"episode name {name!r} is not of the form 'episode<i>' (e.g. 'episode7')")
+        raise EpisodeError(
+            f"episode name {name!r} is not of the form 'episode<i>' (e.g. 'episode7')"
+        )
     return int(match.group(1))
 
 
@@ -117,7 +119,9 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 def decode_jpeg(buf: bytes, where: str) -> np.ndarray:
     """Decode one stored RoboTwin frame into a true-RGB (H, W, 3) uint8 array (see module docstring)."""
     if not buf.startswith(b"\xff\xd8"):
-        raise EpisodeError(f"{where} is not a JPEG (starts with {buf[:8]!r}, expected b'\\xff\\xd8')")
+        raise EpisodeError(
+            f"{where} is not a JPEG (starts with {buf[:8]!r}, expected b'\\xff\\xd8')"
+        )
     image = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise EpisodeError(f"{where} is a damaged JPEG: it could not be decoded")
@@ -182,10 +186,8 @@ class Episode:
                 )
             shape = self._file[key].shape
             if len(shape) < 1 or tuple(shape[1:]) != tail:
-                raise EpisodeError(
-                    f"{self.path}: /{key} has shape {shape}, expected (T, {', '.join(map(str, tail))})"
-                    .replace(", )", ")")
-                )
+                want = ", ".join(["T", *map(str, tail)])
+                raise EpisodeError(f"{self.path}: /{key} has shape {shape}, expected ({want})")
             lengths[key] = shape[0]
         if len(set(lengths.values())) != 1:
             detail = ", ".join(f"/{k}: {n}" for k, n in lengths.items())
@@ -299,7 +301,9 @@ class Episode:
             return v[:-1], v[1:]
         if convention == "same":
             return v, v
-        raise ValueError(f"action convention must be one of {ACTION_CONVENTIONS}; got {convention!r}")
+        raise ValueError(
+            f"action convention must be one of {ACTION_CONVENTIONS}; got {convention!r}"
+        )
 
     def check_frames(self) -> None:
         """Decode every frame once, so that a damaged frame fails here and not during training."""

@@ -29,7 +29,9 @@ def tool_points(endpose: np.ndarray, offset: np.ndarray) -> np.ndarray:
     return endpose[:, :3] + rot @ np.asarray(offset, dtype=float)
 
 
-def project(points: np.ndarray, k: np.ndarray, extrinsic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    points: np.ndarray, k: np.ndarray, extrinsic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates (N, 2) and depths (N,) of world points (N, 3).
 
     ``k`` (3, 3) or per point (N, 3, 3); ``extrinsic`` world→camera [R|t] (3, 4) or (N, 3, 4).

@@ -172,16 +172,20 @@ def trajectory(scene: Scene, step: float = 0.02) -> tuple[np.ndarray, np.ndarray
     o = np.array([*scene.obj_xy, OBJECT_HALF])
     t = np.array([*scene.target_xy, 2 * OBJECT_HALF + 0.005])
     home = HOME_TIP[scene.arm]
+
+    def up(dz: float) -> np.ndarray:
+        return np.array([0.0, 0.0, dz])
+
     # (goal, openness at the goal, carrying the object, grasp or release hold frames)
     primitives = [
-        (o + [0, 0, lift], 1.0, False, 0),
-        (o + [0, 0, 0.005], 1.0, False, 0),
-        (o + [0, 0, 0.005], 0.0, True, 4),
-        (o + [0, 0, lift], 0.0, True, 0),
-        (t + [0, 0, lift], 0.0, True, 0),
-        (t + [0, 0, hover - 0.05], 0.0, True, 0),
-        (t + [0, 0, hover - 0.05], 1.0, False, 4),
-        (t + [0, 0, lift], 1.0, False, 0),
+        (o + up(lift), 1.0, False, 0),
+        (o + up(0.005), 1.0, False, 0),
+        (o + up(0.005), 0.0, True, 4),
+        (o + up(lift), 0.0, True, 0),
+        (t + up(lift), 0.0, True, 0),
+        (t + up(hover - 0.05), 0.0, True, 0),
+        (t + up(hover - 0.05), 1.0, False, 4),
+        (t + up(lift), 1.0, False, 0),
         (home, 1.0, False, 0),
     ]
     tips, grips, held = [home.copy()], [1.0], [False]
@@ -240,7 +244,7 @@ class _Canvas:
         uv, z = self.project(np.stack([a, b]))
         if np.any(z < 0.05):
             return
-        thickness = max(1, int(round(self.k[0, 0] * width_m / float(z.mean()))))
+        thickness = max(1, round(self.k[0, 0] * width_m / float(z.mean())))
         p, q = (tuple(int(v) for v in row) for row in self._fixed(uv))
         cv2.line(self.rgb, p, q, colour, thickness, cv2.LINE_8, 3)
         cv2.line(self.labels, p, q, label, thickness, cv2.LINE_8, 3)
@@ -249,7 +253,7 @@ class _Canvas:
         uv, z = self.project(centre[None])
         if z[0] < 0.05:
             return
-        radius = max(1, int(round(self.k[0, 0] * radius_m / z[0] * self.scale)))
+        radius = max(1, round(float(self.k[0, 0] * radius_m / z[0]) * self.scale))
         c = tuple(int(v) for v in self._fixed(uv)[0])
         cv2.circle(self.rgb, c, radius, colour, -1, cv2.LINE_8, 3)
         cv2.circle(self.labels, c, radius, label, -1, cv2.LINE_8, 3)

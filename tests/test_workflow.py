@@ -1,0 +1,141 @@
+"""The Snakefile itself: dry runs, a real run on tiny data, bad input, style."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+
+from overlayflow import synthetic
+
+pytestmark = pytest.mark.workflow
+
+TINY = {
+    "data": {"tasks": ["place_block", "stack_cube"], "episodes": 2},
+    "synthetic": {"width": 64, "height": 48, "step": 0.08, "cameras": ["head_camera"]},
+}
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def jobs(dry_run_output: str) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    table = dry_run_output.split("Job stats:")[1]
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
+    }
+
+
+@pytest.mark.slow
+def test_demo_config_runs_and_rerun_does_nothing(tmp_path):
+    cfg = write_config(tmp_path, TINY)
+    first = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for task in TINY["data"]["tasks"]:
+        for i in range(2):
+            record = json.loads((tmp_path / f"results/episodes/{task}/episode{i}.json").read_text())
+            assert (record["width"], record["height"]) == (64, 48)
+            assert record["file"].startswith("resources/demo/")
+    second = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+    assert second.returncode == 0
+    assert "Nothing to be done" in second.stderr
+
+
+def test_default_config_dry_run(tmp_path):
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/config.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs(result.stdout) == {"synthetic_episodes": 3, "index_episode": 12, "all": 1}
+
+
+def test_wrong_config_type_fails_at_parse_time(tmp_path):
+    cfg = write_config(tmp_path, {"data": {"episodes": "many"}})
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(cfg))
+    assert result.returncode != 0
+    assert "config key data.episodes: 'many' is not valid" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupt_episode_fails_alone_with_a_clear_log(tmp_path):
+    root = tmp_path / "robotwin"
+    synthetic.write_task(
+        root,
+        "click_bell",
+        3,
+        setting="demo_clean",
+        cameras=("head_camera",),
+        width=64,
+        height=48,
+        step=0.1,
+    )
+    bad = root / "click_bell/demo_clean/data/episode1.hdf5"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    cfg = write_config(
+        tmp_path,
+        {
+            "data": {"root": str(root), "tasks": ["click_bell"], "episodes": "all"},
+            "synthetic": {"enabled": False},
+        },
+    )
+    result = run_snakemake(tmp_path, "--cores", "2", "--keep-going", "--configfile", str(cfg))
+    assert result.returncode != 0
+    log = (tmp_path / "logs/episodes/click_bell/episode1.log").read_text()
+    assert "episode1.hdf5 is not a readable HDF5 file" in log
+    assert "logs/episodes/click_bell/episode1.log" in result.stderr
+    assert (tmp_path / "results/episodes/click_bell/episode0.json").exists()
+    assert (tmp_path / "results/episodes/click_bell/episode2.json").exists()
+    assert not (tmp_path / "results/episodes/click_bell/episode1.json").exists()
+
+
+@pytest.mark.slow
+def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
+    root = tmp_path / "robotwin"
+    config = yaml.safe_load((REPO / "config/robotwin2.yaml").read_text())
+    for task in config["data"]["tasks"]:
+        synthetic.write_task(
+            root,
+            task,
+            50,
+            setting=config["data"]["setting"],
+            cameras=("head_camera",),
+            width=32,
+            height=24,
+            step=0.3,
+        )
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "config/robotwin2.yaml"),
+        "--config",
+        f"data={{root: {root}}}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs(result.stdout) == {"index_episode": 300, "all": 1}
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name, path=os.path.dirname(sys.executable)) or name
+
+
+def test_lint_and_format():
+    """`snakemake --lint`, `snakefmt --check` and `ruff` are clean."""
+    lint = subprocess.run([_tool("snakemake"), "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations" in lint.stdout + lint.stderr
+    for command in (
+        [_tool("snakefmt"), "--check", "Snakefile", "workflow/rules"],
+        [_tool("ruff"), "check", "src", "tests", "bench", "workflow/scripts"],
+        [_tool("ruff"), "format", "--check", "src", "tests", "bench", "workflow/scripts"],
+    ):
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, " ".join(command[1:]) + "\n" + result.stdout + result.stderr
