@@ -124,8 +124,7 @@ class StandIn:
         self.count += 1
         pids = self.dir / f"pids{self.count}.json"
         command = (
-            f"{sys.executable} {self.script} --port {{port}} --delay {delay} "
-            f"--pids {pids} {flags}"
+            f"{sys.executable} {self.script} --port {{port}} --delay {delay} --pids {pids} {flags}"
         )
         options: dict[str, object] = {
             "port": free_port(),
@@ -249,16 +248,20 @@ def test_pool_stops_started_servers_when_one_fails(stand_in: StandIn, tmp_path: 
     assert all(not alive(server.pid) for server in pool.launched)
 
 
-def test_sigterm_to_the_job_stops_its_servers(stand_in: StandIn, tmp_path: Path) -> None:
-    spec = stand_in.spec()
+@pytest.mark.parametrize("phase", ["ready", "loading"])
+def test_sigterm_to_the_job_stops_its_servers(
+    stand_in: StandIn, tmp_path: Path, phase: str
+) -> None:
+    spec = stand_in.spec(delay=0.0 if phase == "ready" else 300.0)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     marker = tmp_path / "ready.txt"
     args = [str(spec.command), str(spec.port), str(spec.log_path), str(marker)]
     job = subprocess.Popen([sys.executable, str(driver), *args], stderr=subprocess.PIPE)
     try:
-        assert wait_for(marker.exists, 10.0), "the driver never got its server ready"
-        pids = stand_in.pids(spec)
+        if phase == "ready":
+            assert wait_for(marker.exists, 10.0), "the driver never got its server ready"
+        pids = stand_in.pids(spec)  # the server runs; while "loading" the pool is still waiting
         assert alive(pids["pid"])  # type: ignore[arg-type]
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=10) == 143
@@ -307,7 +310,15 @@ def test_spec_fills_the_template() -> None:
         gpu="1",
         log_path=Path("x.log"),
     )
-    assert spec.argv() == ["overlayflow", "serve", "--protocol", "hamster", "--port", "8123", "--gpu=1"]
+    assert spec.argv() == [
+        "overlayflow",
+        "serve",
+        "--protocol",
+        "hamster",
+        "--port",
+        "8123",
+        "--gpu=1",
+    ]
     assert spec.base_url == "http://127.0.0.1:8123"
 
 
