@@ -15,9 +15,11 @@ if CFG.synthetic.enabled:
 
 
 include: "workflow/rules/episodes.smk"
+include: "workflow/rules/paths.smk"
 
 
 rule all:
     default_target: True
     input:
         episode_indexes(),
+        [path_files(source) for source in CFG.paths.sources],

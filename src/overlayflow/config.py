@@ -95,9 +95,16 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class PathsConfig:
+    journal_dir: Path
+    sources: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig
     synthetic: SyntheticConfig
+    paths: PathsConfig
 
     def episodes(self) -> dict[str, list[str]]:
         """Episode names (``episode{i}``) per task, in index order.
@@ -145,7 +152,16 @@ def load(raw: dict[str, Any], schema: str | Path | dict) -> Config:
             f"config key data.camera: {d['camera']!r} is not among the synthetic cameras "
             f"{s['cameras']} (config key synthetic.cameras)"
         )
+    for name, source in c["paths"]["sources"].items():
+        if source["kind"] == "vlm" and not source["urls"] and not source["launch"]:
+            raise ConfigError(
+                f"config key paths.sources.{name}: a vlm source needs `urls` (running servers, "
+                "one list per shard) or `launch` (a command with {port} and {gpu}); got neither"
+            )
     return Config(
+        paths=PathsConfig(
+            journal_dir=Path(c["paths"]["journal_dir"]), sources=c["paths"]["sources"]
+        ),
         data=DataConfig(
             root=Path(d["root"]),
             setting=d["setting"],

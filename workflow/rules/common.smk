@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from overlayflow.config import load
@@ -19,3 +20,35 @@ def episode_indexes():
         for task, names in EPISODES.items()
         for episode in names
     ]
+
+
+wildcard_constraints:
+    source="|".join(CFG.paths.sources),
+    shard=r"\d+",
+
+
+def n_shards(source):
+    settings = CFG.paths.sources[source]
+    return len(settings["urls"]) or settings["shards"]
+
+
+def path_files(source):
+    """Per-episode path files of one source."""
+    return [
+        f"results/paths/{source}/{task}/{episode}.json"
+        for task, names in EPISODES.items()
+        for episode in names
+    ]
+
+
+def path_episode_inputs(wildcards):
+    """An episode's index and, for a VLM source, the report of the shard that asked its frames."""
+    inputs = {"index": f"results/episodes/{wildcards.task}/{wildcards.episode}.json"}
+    if CFG.paths.sources[wildcards.source]["kind"] == "vlm":
+        plan_file = checkpoints.path_plan.get(source=wildcards.source).output[0]
+        with open(plan_file) as f:
+            plan = json.load(f)["shards"]
+        key = f"{wildcards.task}/{wildcards.episode}"
+        shard = next(i for i, episodes in enumerate(plan) if key in episodes)
+        inputs["shard"] = f"results/paths/{wildcards.source}/shards/shard{shard}.json"
+    return inputs
