@@ -72,8 +72,15 @@ def hold(n_frames: int, answers: dict[int, dict[str, Any]]) -> list[dict[str, An
     for i in range(n_frames):
         answer = answers.get(i)
         if answer is None:
-            record = {"frame": i, "status": Status.HELD.value, "points": None, "gripper": None,
-                      "mask": [], "reason": "", "raw": None}
+            record = {
+                "frame": i,
+                "status": Status.HELD.value,
+                "points": None,
+                "gripper": None,
+                "mask": [],
+                "reason": "",
+                "raw": None,
+            }
         else:
             record = {"frame": i, **answer}
             if record["status"] in GOOD:
@@ -155,8 +162,12 @@ def oracle_records(
         for i in query_frames(len(episode), every):
             path, reason = oracle_path(episode, i, offset, epsilon)
             status = Status.OK if path else Status.PARSE_ERROR
-            answers[i] = {"status": status.value, **_path_fields(path), "reason": reason,
-                          "raw": None}
+            answers[i] = {
+                "status": status.value,
+                **_path_fields(path),
+                "reason": reason,
+                "raw": None,
+            }
         return hold(len(episode), answers), episode.image_size
 
 
@@ -277,8 +288,15 @@ class Progress:
                 self.last = now
                 rate = self.done / max(now - self.start, 1e-9)
                 eta = (self.total - self.done) / rate if rate else float("inf")
-                log.info("%s: %d/%d frames (%.0f%%), %.2f frames/s, ETA %.0f s", self.what,
-                         self.done, self.total, 100 * self.done / self.total, rate, eta)
+                log.info(
+                    "%s: %d/%d frames (%.0f%%), %.2f frames/s, ETA %.0f s",
+                    self.what,
+                    self.done,
+                    self.total,
+                    100 * self.done / self.total,
+                    rate,
+                    eta,
+                )
 
 
 class _Episodes:
@@ -292,8 +310,12 @@ class _Episodes:
         with self.lock:
             file = index["file"]
             if file not in self.open:
-                ref = EpisodeRef(FsPath(index["file"]).parents[3], index["task"], index["setting"],
-                                 index["index"])
+                ref = EpisodeRef(
+                    FsPath(index["file"]).parents[3],
+                    index["task"],
+                    index["setting"],
+                    index["index"],
+                )
                 self.open[file] = Episode(ref, index["camera"])
             return self.open[file].frame(frame)
 
@@ -325,9 +347,15 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
     answered = [0]
 
     def work(url: str) -> None:
-        with vlm.VLMClient(url, source.protocol, source.model, max_tokens=source.max_tokens,
-                           timeout=source.timeout, retries=source.retries,
-                           backoff=source.backoff) as client:
+        with vlm.VLMClient(
+            url,
+            source.protocol,
+            source.model,
+            max_tokens=source.max_tokens,
+            timeout=source.timeout,
+            retries=source.retries,
+            backoff=source.backoff,
+        ) as client:
             while not stop.is_set():
                 try:
                     job = todo.get_nowait()
@@ -342,9 +370,17 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
                         failures.append(err)
                         stop.set()
                         return
-                    journal.append({"key": job.key, "frame": job.frame, "status":
-                                    Status.HTTP_ERROR.value, "text": str(err), "path": None,
-                                    "reason": f"HTTP {err.status}", "server": url})
+                    journal.append(
+                        {
+                            "key": job.key,
+                            "frame": job.frame,
+                            "status": Status.HTTP_ERROR.value,
+                            "text": str(err),
+                            "path": None,
+                            "reason": f"HTTP {err.status}",
+                            "server": url,
+                        }
+                    )
                     progress.tick()
                     continue
                 except BaseException as err:
@@ -355,10 +391,18 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
                 path = result.path
                 if path is not None and answer.crop is not None:
                     path = path.map_points(answer.crop.to_frame)
-                journal.append({"key": job.key, "frame": job.frame, "status": result.status.value,
-                                "text": answer.text, "path": path.to_dict() if path else None,
-                                "reason": result.reason, "seconds": round(answer.seconds, 3),
-                                "server": url})
+                journal.append(
+                    {
+                        "key": job.key,
+                        "frame": job.frame,
+                        "status": result.status.value,
+                        "text": answer.text,
+                        "path": path.to_dict() if path else None,
+                        "reason": result.reason,
+                        "seconds": round(answer.seconds, 3),
+                        "server": url,
+                    }
+                )
                 with progress.lock:
                     answered[0] += 1
                 progress.tick()
@@ -394,16 +438,28 @@ def run_shard(
     jobs = missing_frames(source, mine)
     total = sum(len(query_frames(i["frames"], source.every)) for i in mine)
     what = f"{source.name} shard {shard}"
-    log.info("%s: %d episodes, %d frames to ask, %d already journaled", what, len(mine),
-             len(jobs), total - len(jobs))
+    log.info(
+        "%s: %d episodes, %d frames to ask, %d already journaled",
+        what,
+        len(mine),
+        len(jobs),
+        total - len(jobs),
+    )
     start = time.monotonic()
     answered = 0
     if jobs:
         with terminate_on_sigterm(), ServerPool(source.server_specs(shard)) as urls:
             answered = ask(source, jobs, urls, what)
-    return {"source": source.name, "shard": shard, "episodes": plan[shard], "frames": total,
-            "asked": len(jobs), "answered": answered, "journaled_before": total - len(jobs),
-            "seconds": round(time.monotonic() - start, 3)}
+    return {
+        "source": source.name,
+        "shard": shard,
+        "episodes": plan[shard],
+        "frames": total,
+        "asked": len(jobs),
+        "answered": answered,
+        "journaled_before": total - len(jobs),
+        "seconds": round(time.monotonic() - start, 3),
+    }
 
 
 def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]]:
@@ -416,11 +472,21 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
     jobs = missing_frames(source, [index])
     if jobs:
         what = f"{source.name} {index['task']}/{index['episode']}"
-        specs = [ServerSpec(url=u) for u in source.urls[0]] if source.urls else [
-            ServerSpec(command=source.launch, port=_free_port(), gpu="0",
-                       ready_timeout=source.ready_timeout,
-                       log_path=source.log_dir / source.name / f"{index['task']}-{index['episode']}.log")
-        ]
+        specs = (
+            [ServerSpec(url=u) for u in source.urls[0]]
+            if source.urls
+            else [
+                ServerSpec(
+                    command=source.launch,
+                    port=_free_port(),
+                    gpu="0",
+                    ready_timeout=source.ready_timeout,
+                    log_path=source.log_dir
+                    / source.name
+                    / f"{index['task']}-{index['episode']}.log",
+                )
+            ]
+        )
         log.info("%s: %d frames missing from the journal; asking them", what, len(jobs))
         with terminate_on_sigterm(), ServerPool(specs) as urls:
             ask(source, jobs, urls, what)
@@ -429,8 +495,12 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
     for frame in query_frames(index["frames"], source.every):
         record = answered[source.key(index, frame)]
         path = Path.from_dict(record["path"]) if record.get("path") else None
-        answers[frame] = {"status": record["status"], **_path_fields(path),
-                          "reason": record.get("reason", ""), "raw": record.get("text")}
+        answers[frame] = {
+            "status": record["status"],
+            **_path_fields(path),
+            "reason": record.get("reason", ""),
+            "raw": record.get("text"),
+        }
     return hold(index["frames"], answers)
 
 
@@ -443,8 +513,12 @@ def _free_port() -> int:
 
 
 def write_episode_paths(
-    output: str | FsPath, source_name: str, kind: str, index: dict[str, Any],
-    records: list[dict[str, Any]], every: int,
+    output: str | FsPath,
+    source_name: str,
+    kind: str,
+    index: dict[str, Any],
+    records: list[dict[str, Any]],
+    every: int,
 ) -> dict[str, Any]:
     """Write one episode's path file (format in the module docstring)."""
     data = {
@@ -507,15 +581,25 @@ def plan_job(index_files: Sequence[str | FsPath], n_shards: int, output: str | F
 
     frames = {key: index["frames"] for key, index in _load_indexes(index_files).items()}
     plan = plan_shards(frames, n_shards)
-    log.info("plan: %d episodes, %d frames on %d shards; makespan %d frames (lower bound %d)",
-             len(frames), sum(frames.values()), n_shards, makespan(plan, frames),
-             lower_bound(frames, n_shards))
+    log.info(
+        "plan: %d episodes, %d frames on %d shards; makespan %d frames (lower bound %d)",
+        len(frames),
+        sum(frames.values()),
+        n_shards,
+        makespan(plan, frames),
+        lower_bound(frames, n_shards),
+    )
     FsPath(output).write_text(json.dumps({"shards": plan, "frames": frames}, indent=1))
 
 
 def shard_job(
-    name: str, settings: dict[str, Any], journal_dir: str | FsPath, shard: int,
-    plan_file: str | FsPath, index_files: Sequence[str | FsPath], output: str | FsPath,
+    name: str,
+    settings: dict[str, Any],
+    journal_dir: str | FsPath,
+    shard: int,
+    plan_file: str | FsPath,
+    index_files: Sequence[str | FsPath],
+    output: str | FsPath,
 ) -> None:
     """Ask the missing frames of one shard and write its report."""
     source = vlm_source(name, settings, journal_dir)
@@ -525,15 +609,20 @@ def shard_job(
 
 
 def episode_job(
-    name: str, settings: dict[str, Any], journal_dir: str | FsPath, root: str | FsPath,
-    index_file: str | FsPath, output: str | FsPath,
+    name: str,
+    settings: dict[str, Any],
+    journal_dir: str | FsPath,
+    root: str | FsPath,
+    index_file: str | FsPath,
+    output: str | FsPath,
 ) -> None:
     """Write one episode's path file from the oracle, or from the journal of a VLM source."""
     index = json.loads(FsPath(index_file).read_text())
     if settings["kind"] == "oracle":
         ref = EpisodeRef(FsPath(root), index["task"], index["setting"], index["index"])
-        records, _ = oracle_records(ref, index["camera"], settings["every"],
-                                    settings["tool_offset"], settings["simplify"])
+        records, _ = oracle_records(
+            ref, index["camera"], settings["every"], settings["tool_offset"], settings["simplify"]
+        )
     else:
         records = vlm_records(vlm_source(name, settings, journal_dir), index)
     data = write_episode_paths(output, name, settings["kind"], index, records, settings["every"])
