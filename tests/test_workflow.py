@@ -139,3 +139,60 @@ def test_lint_and_format():
     ):
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, " ".join(command[1:]) + "\n" + result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_paths_demo_and_a_targeted_rerun_of_one_episode(tmp_path):
+    """Oracle + stand-in HAMSTER on 2 launched shards; then one episode's file is remade from the
+    journal without a server, and with its journal gone only its own frames are asked again."""
+    config = {
+        **TINY,
+        "paths": {
+            "journal_dir": "results/journal",
+            "sources": {
+                "oracle": {"kind": "oracle"},
+                "hamster": {
+                    "kind": "vlm",
+                    "launch": f"{sys.executable} -m overlayflow.serve --protocol hamster "
+                    "--port {port}",
+                    "shards": 2,
+                    "base_port": 18400 + os.getpid() % 500,
+                    "ready_timeout": 60,
+                },
+            },
+        },
+    }
+    cfg = write_config(tmp_path, config)
+    first = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+    assert first.returncode == 0, first.stderr[-3000:]
+    shards = [
+        json.loads((tmp_path / f"results/paths/hamster/shards/shard{i}.json").read_text())
+        for i in range(2)
+    ]
+    assert sum(len(s["episodes"]) for s in shards) == 4
+    assert all(s["asked"] == s["frames"] > 0 for s in shards)
+    target = tmp_path / "results/paths/hamster/stack_cube/episode1.json"
+    before = json.loads(target.read_text())
+    assert sum(before["counts"].values()) == before["frames"] and before["counts"]["held"] == 0
+    other = tmp_path / "results/paths/hamster/place_block/episode0.json"
+    other_mtime = other.stat().st_mtime
+
+    target.unlink()
+    rerun = run_snakemake(
+        tmp_path, str(target.relative_to(tmp_path)), "--cores", "2", "--configfile", str(cfg)
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads(target.read_text())["records"] == before["records"]
+    log = (tmp_path / "logs/paths/hamster/stack_cube/episode1.log").read_text()
+    assert "launched" not in log
+
+    target.unlink()
+    (tmp_path / "results/journal/hamster/stack_cube/episode1.jsonl").unlink()
+    rerun = run_snakemake(
+        tmp_path, str(target.relative_to(tmp_path)), "--cores", "2", "--configfile", str(cfg)
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / "logs/paths/hamster/stack_cube/episode1.log").read_text()
+    assert f"{before['frames']} frames missing from the journal" in log
+    assert json.loads(target.read_text())["records"] == before["records"]
+    assert other.stat().st_mtime == other_mtime

@@ -28,9 +28,11 @@ Points are normalized (x = column / width, y = row / height, origin top-left) on
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -112,7 +114,7 @@ def rdp(points: np.ndarray, epsilon: float, keep: np.ndarray) -> np.ndarray:
     forced = np.flatnonzero(keep)
     anchors = sorted({0, n - 1, *forced.tolist()})
     kept = set(anchors)
-    stack = list(zip(anchors[:-1], anchors[1:], strict=True))
+    stack = list(itertools.pairwise(anchors))
     while stack:
         a, b = stack.pop()
         if b - a < 2:
@@ -505,8 +507,6 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
