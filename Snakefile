@@ -23,3 +23,4 @@ rule all:
     input:
         episode_indexes(),
         [path_files(source) for source in CFG.paths.sources],
+        path_summaries(),

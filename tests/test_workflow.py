@@ -54,7 +54,14 @@ def test_demo_config_runs_and_rerun_does_nothing(tmp_path):
 def test_default_config_dry_run(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/config.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs(result.stdout) == {"synthetic_episodes": 3, "index_episode": 12, "all": 1}
+    assert jobs(result.stdout) == {
+        "synthetic_episodes": 3,
+        "index_episode": 12,
+        "path_plan": 1,  # the shards are added once the plan checkpoint has run
+        "path_episode": 24,
+        "path_summary": 2,
+        "all": 1,
+    }
 
 
 def test_wrong_config_type_fails_at_parse_time(tmp_path):
@@ -120,7 +127,12 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
         f"data={{root: {root}}}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs(result.stdout) == {"index_episode": 300, "all": 1}
+    assert jobs(result.stdout) == {
+        "index_episode": 300,
+        "path_episode": 300,
+        "path_summary": 1,
+        "all": 1,
+    }
 
 
 def _tool(name: str) -> str:

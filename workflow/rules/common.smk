@@ -52,3 +52,17 @@ def path_episode_inputs(wildcards):
         shard = next(i for i, episodes in enumerate(plan) if key in episodes)
         inputs["shard"] = f"results/paths/{wildcards.source}/shards/shard{shard}.json"
     return inputs
+
+
+ORACLES = [name for name, s in CFG.paths.sources.items() if s["kind"] == "oracle"]
+
+
+def oracle_files_for(source):
+    """The oracle's path files, to measure a VLM source against (none for an oracle source)."""
+    if CFG.paths.sources[source]["kind"] == "oracle" or not ORACLES:
+        return []
+    return path_files(ORACLES[0])
+
+
+def path_summaries():
+    return [f"results/paths/{source}/summary.csv" for source in CFG.paths.sources]

@@ -51,3 +51,17 @@ rule path_episode:
         root=CFG.data.root,
     script:
         "../scripts/path_episode.py"
+
+
+rule path_summary:
+    input:
+        paths=lambda w: path_files(w.source),
+        oracle=lambda w: oracle_files_for(w.source),
+    output:
+        "results/paths/{source}/summary.csv",
+    log:
+        "logs/paths/{source}/summary.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/path_summary.py"
