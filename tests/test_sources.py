@@ -210,3 +210,25 @@ def test_failed_answers_are_journaled_and_held(tmp_path, indexes):
         if r["status"] == "parse_error":
             assert r["drawn_from"] is not None and r["drawn_from"] < r["frame"]
             assert "<ans>" in r["reason"] or r["reason"]
+
+
+def test_a_model_the_server_has_not_loaded_stops_the_shard(tmp_path, indexes):
+    """HAMSTER answers a listed but unloaded model name with a 500: asking again cannot help."""
+    plan, by_key = one_shard(indexes[:1])
+    with stand_ins(tmp_path, {"a": ["--protocol", "hamster"]}) as s:
+        with pytest.raises(ShardFailed, match=r"VILA1\.5-3B"):
+            run_shard(source(tmp_path, [s["a"].url], model="VILA1.5-3B"), 0, plan, by_key)
+        assert s["a"].requests() == 1
+
+
+def test_a_journal_that_cannot_be_written_fails_the_shard(tmp_path, indexes, monkeypatch):
+    from overlayflow import journal
+
+    def full_disk(self, record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal.Journal, "append", full_disk)
+    plan, by_key = one_shard(indexes[:1])
+    with stand_ins(tmp_path, {"a": ["--protocol", "hamster"]}) as s:  # noqa: SIM117
+        with pytest.raises(ShardFailed, match="No space left on device"):
+            run_shard(source(tmp_path, [s["a"].url]), 0, plan, by_key)

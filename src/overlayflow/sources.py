@@ -195,7 +195,6 @@ class VLMSource:
     timeout: float = 120.0
     retries: int = 2
     backoff: float = 1.0
-    jpeg_quality: int = 95
     urls: tuple[tuple[str, ...], ...] = ()
     launch: str | None = None
     shards: int = 1
@@ -242,7 +241,6 @@ class VLMSource:
             model=self.model,
             prompt=vlm.build_prompt(self.protocol, index["instruction"]),
             max_tokens=self.max_tokens,
-            jpeg_quality=self.jpeg_quality,
             camera=index["camera"],
             size=[index["width"], index["height"]],
             episode=index["sha256"],
@@ -363,51 +361,53 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
                     job = todo.get_nowait()
                 except queue.Empty:
                     return
-                journal = source.journal(job.index["task"], job.index["episode"])
                 try:
-                    image = episodes.frame(job.index, job.frame)
-                    answer = client.ask(image, job.index["instruction"], frame_label=job.label)
-                except vlm.ServerError as err:
-                    if err.status is None or err.status < 500:
-                        failures.append(err)
-                        stop.set()
-                        return
-                    journal.append(
-                        {
-                            "key": job.key,
-                            "frame": job.frame,
-                            "status": Status.HTTP_ERROR.value,
-                            "text": str(err),
-                            "path": None,
-                            "reason": f"HTTP {err.status}",
-                            "server": url,
-                        }
-                    )
-                    progress.tick()
-                    continue
+                    handle(client, url, job)
                 except BaseException as err:
                     failures.append(err)
                     stop.set()
                     return
-                result = parse(answer.text)
-                path = result.path
-                if path is not None and answer.crop is not None:
-                    path = path.map_points(answer.crop.to_frame)
-                journal.append(
-                    {
-                        "key": job.key,
-                        "frame": job.frame,
-                        "status": result.status.value,
-                        "text": answer.text,
-                        "path": path.to_dict() if path else None,
-                        "reason": result.reason,
-                        "seconds": round(answer.seconds, 3),
-                        "server": url,
-                    }
-                )
-                with progress.lock:
-                    answered[0] += 1
-                progress.tick()
+
+    def handle(client: vlm.VLMClient, url: str, job: FrameJob) -> None:
+        journal = source.journal(job.index["task"], job.index["episode"])
+        image = episodes.frame(job.index, job.frame)
+        try:
+            answer = client.ask(image, job.index["instruction"], frame_label=job.label)
+        except vlm.ServerError as err:
+            if err.status is None or err.status < 500 or vlm.is_model_error(err.status, err.detail):
+                raise  # the server is down or refuses this request: no other frame would do better
+            journal.append(
+                {
+                    "key": job.key,
+                    "frame": job.frame,
+                    "status": Status.HTTP_ERROR.value,
+                    "text": str(err),
+                    "path": None,
+                    "reason": f"HTTP {err.status}",
+                    "server": url,
+                }
+            )
+            progress.tick()
+            return
+        result = parse(answer.text)
+        path = result.path
+        if path is not None and answer.crop is not None:
+            path = path.map_points(answer.crop.to_frame)
+        journal.append(
+            {
+                "key": job.key,
+                "frame": job.frame,
+                "status": result.status.value,
+                "text": answer.text,
+                "path": path.to_dict() if path else None,
+                "reason": result.reason,
+                "seconds": round(answer.seconds, 3),
+                "server": url,
+            }
+        )
+        with progress.lock:
+            answered[0] += 1
+        progress.tick()
 
     threads = [threading.Thread(target=work, args=(url,), daemon=True) for url in urls]
     try:
@@ -418,6 +418,8 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
                 thread.join(0.2)
     except BaseException:
         stop.set()
+        for thread in threads:
+            thread.join(source.timeout * (source.retries + 1))
         raise
     finally:
         episodes.close()
@@ -467,9 +469,9 @@ def run_shard(
 def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]]:
     """An episode's per-frame records from the journal; missing frames are asked first.
 
-    After its shard has run, nothing is missing and no server starts. A targeted rerun after a
-    change (or journal loss) asks only this episode's missing frames, on a server launched on a
-    free port (or the configured URLs).
+    After its shard has run, nothing is missing and no server starts, unless some frames were
+    journaled as ``http_error``. A targeted rerun after a change (or journal loss) asks only this
+    episode's missing frames, on a server launched on a free port (or the configured URLs).
     """
     jobs = missing_frames(source, [index])
     if jobs:
@@ -556,7 +558,6 @@ def vlm_source(name: str, settings: dict[str, Any], journal_dir: str | FsPath) -
         timeout=float(settings["timeout"]),
         retries=settings["retries"],
         backoff=float(settings["backoff"]),
-        jpeg_quality=settings["jpeg_quality"],
         urls=tuple(tuple(shard) for shard in settings["urls"]),
         launch=settings["launch"] or None,
         shards=settings["shards"],

@@ -297,7 +297,11 @@ class VLMClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.session = session if session is not None else requests.Session()
+        if session is None:
+            session = requests.Session()
+            # Servers are on loopback or the cluster network: never through an HTTP proxy.
+            session.trust_env = False
+        self.session = session
 
     def close(self) -> None:
         self.session.close()
