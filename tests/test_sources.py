@@ -229,6 +229,8 @@ def test_a_journal_that_cannot_be_written_fails_the_shard(tmp_path, indexes, mon
 
     monkeypatch.setattr(journal.Journal, "append", full_disk)
     plan, by_key = one_shard(indexes[:1])
-    with stand_ins(tmp_path, {"a": ["--protocol", "hamster"]}) as s:  # noqa: SIM117
-        with pytest.raises(ShardFailed, match="No space left on device"):
-            run_shard(source(tmp_path, [s["a"].url]), 0, plan, by_key)
+    with (
+        stand_ins(tmp_path, {"a": ["--protocol", "hamster"]}) as s,
+        pytest.raises(ShardFailed, match="No space left on device"),
+    ):
+        run_shard(source(tmp_path, [s["a"].url]), 0, plan, by_key)
