@@ -129,8 +129,9 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert jobs(result.stdout) == {
         "index_episode": 300,
-        "path_episode": 300,
-        "path_summary": 1,
+        "path_plan": 2,  # hamster and peek: their shards follow the plan checkpoints
+        "path_episode": 900,
+        "path_summary": 3,
         "all": 1,
     }
 
