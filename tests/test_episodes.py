@@ -165,34 +165,38 @@ def test_missing_key(make_episodes, key):
         Episode(ref)
 
 
+def rewrite(ref: EpisodeRef, key: str, change) -> None:
+    """Replace dataset ``key`` of an episode file by ``change(old values)``."""
+    with h5py.File(ref.hdf5, "a") as f:
+        old = f[key]
+        values, dtype = change(old[()]), old.dtype
+        del f[key]
+        f[key] = np.asarray(values, dtype=dtype)
+
+
 def test_lengths_disagree(make_episodes):
     (ref,) = make_episodes()
-    with h5py.File(ref.hdf5, "a") as f:
-        v = f["joint_action/vector"][()]
-        del f["joint_action/vector"]
-        f["joint_action/vector"] = v[:-3]
+    rewrite(ref, "joint_action/vector", lambda v: v[:-3])
     with pytest.raises(EpisodeError, match=r"disagree on the number of frames.*vector: \d+"):
         Episode(ref)
 
 
 def test_wrong_shape(make_episodes):
     (ref,) = make_episodes()
-    with h5py.File(ref.hdf5, "a") as f:
-        v = f["joint_action/vector"][()]
-        del f["joint_action/vector"]
-        f["joint_action/vector"] = v[:, :7]
+    rewrite(ref, "joint_action/vector", lambda v: v[:, :7])
     with pytest.raises(EpisodeError, match=r"/joint_action/vector has shape \(\d+, 7\), expected"):
         Episode(ref)
 
 
 def test_frame_not_a_jpeg(make_episodes):
     (ref,) = make_episodes()
-    with h5py.File(ref.hdf5, "a") as f:
-        rgb = f["observation/head_camera/rgb"]
-        frames = list(rgb[()])
+
+    def png_at_3(frames):
+        frames = list(frames)
         frames[3] = b"\x89PNG\r\n\x1a\n" + b"x" * 100
-        del f["observation/head_camera/rgb"]
-        f["observation/head_camera/rgb"] = np.array(frames, dtype=rgb.dtype)
+        return frames
+
+    rewrite(ref, "observation/head_camera/rgb", png_at_3)
     with Episode(ref) as ep:
         ep.frame(0)
         with pytest.raises(EpisodeError, match=r"/observation/head_camera/rgb\[3\] is not a JPEG"):
@@ -203,12 +207,13 @@ def test_frame_not_a_jpeg(make_episodes):
 
 def test_damaged_jpeg(make_episodes):
     (ref,) = make_episodes()
-    with h5py.File(ref.hdf5, "a") as f:
-        rgb = f["observation/head_camera/rgb"]
-        frames = list(rgb[()])
+
+    def cut_1(frames):
+        frames = list(frames)
         frames[1] = frames[1][:20]
-        del f["observation/head_camera/rgb"]
-        f["observation/head_camera/rgb"] = np.array(frames, dtype=rgb.dtype)
+        return frames
+
+    rewrite(ref, "observation/head_camera/rgb", cut_1)
     with Episode(ref) as ep, pytest.raises(EpisodeError, match=r"rgb\[1\] is a damaged JPEG"):
         ep.frame(1)
 
