@@ -6,7 +6,7 @@ checkpoint path_plan:
     log:
         "logs/paths/{source}/plan.log",
     conda:
-        "../../envs/data.yaml"
+        "../../envs/paths.yaml"
     params:
         shards=lambda w: n_shards(w.source),
     script:
@@ -22,7 +22,7 @@ rule path_shard:
     log:
         "logs/paths/{source}/shard{shard}.log",
     conda:
-        "../../envs/data.yaml"
+        "../../envs/paths.yaml"
     resources:
         mem_mb=2000,
         runtime=24 * 60,
@@ -41,7 +41,7 @@ rule path_episode:
     log:
         "logs/paths/{source}/{task}/{episode}.log",
     conda:
-        "../../envs/data.yaml"
+        "../../envs/paths.yaml"
     resources:
         mem_mb=1000,
         runtime=30,
@@ -62,6 +62,6 @@ rule path_summary:
     log:
         "logs/paths/{source}/summary.log",
     conda:
-        "../../envs/data.yaml"
+        "../../envs/paths.yaml"
     script:
         "../scripts/path_summary.py"
