@@ -418,8 +418,10 @@ def ask(source: VLMSource, jobs: Sequence[FrameJob], urls: Sequence[str], what: 
                 thread.join(0.2)
     except BaseException:
         stop.set()
+        # Workers finish their frame read quickly; a request in flight ends when its server is
+        # stopped next, so a signal (SLURM's time limit) is not held up by a long timeout.
         for thread in threads:
-            thread.join(source.timeout * (source.retries + 1))
+            thread.join(5.0)
         raise
     finally:
         episodes.close()
