@@ -24,6 +24,8 @@ import cv2
 import h5py
 import numpy as np
 
+from overlayflow.geometry import project
+
 # Named object colours, true RGB. Red and blue are both present so that a red/blue channel swap
 # anywhere in the pipeline moves the objects a server finds.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -223,10 +225,8 @@ class _Canvas:
         self.scale = 8  # sub-pixel precision of cv2 drawing (shift = 3 bits)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cam = points @ self.rt[:, :3].T + self.rt[:, 3]
-        z = cam[:, 2]
-        uv = (cam @ self.k.T)[:, :2] / np.maximum(z, 1e-9)[:, None]
-        return uv, z
+        uv, z = project(points, self.k, self.rt)
+        return np.nan_to_num(uv), z
 
     def _fixed(self, uv: np.ndarray) -> np.ndarray:
         return np.round(uv * self.scale).astype(np.int32)
