@@ -259,15 +259,29 @@ class FrameJob:
         return f"{self.index['task']}/{self.index['episode']} frame {self.frame}"
 
 
+def frame_keys(source: VLMSource, index: dict[str, Any]) -> dict[int, str]:
+    """The journal key of every asked frame of an episode."""
+    return {
+        frame: source.key(index, frame) for frame in query_frames(index["frames"], source.every)
+    }
+
+
+def _missing(
+    index: dict[str, Any], keys: dict[int, str], answered: dict[str, dict[str, Any]]
+) -> list[FrameJob]:
+    return [
+        FrameJob(index, frame, key)
+        for frame, key in keys.items()
+        if not (key in answered and jl.is_answered(answered[key]))
+    ]
+
+
 def missing_frames(source: VLMSource, indexes: Sequence[dict[str, Any]]) -> list[FrameJob]:
     """The asked frames of ``indexes`` whose answers are not in the journal yet."""
     jobs = []
     for index in indexes:
         answered = source.journal(index["task"], index["episode"]).load()
-        for frame in query_frames(index["frames"], source.every):
-            key = source.key(index, frame)
-            if not (key in answered and jl.is_answered(answered[key])):
-                jobs.append(FrameJob(index, frame, key))
+        jobs += _missing(index, frame_keys(source, index), answered)
     return jobs
 
 
@@ -475,7 +489,10 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
     journaled as ``http_error``. A targeted rerun after a change (or journal loss) asks only this
     episode's missing frames, on a server launched on a free port (or the configured URLs).
     """
-    jobs = missing_frames(source, [index])
+    journal = source.journal(index["task"], index["episode"])
+    keys = frame_keys(source, index)
+    answered = journal.load()
+    jobs = _missing(index, keys, answered)
     if jobs:
         what = f"{source.name} {index['task']}/{index['episode']}"
         specs = (
@@ -496,10 +513,10 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
         log.info("%s: %d frames missing from the journal; asking them", what, len(jobs))
         with terminate_on_sigterm(), ServerPool(specs) as urls:
             ask(source, jobs, urls, what)
-    answered = source.journal(index["task"], index["episode"]).load()
+        answered = journal.load()
     answers = {}
-    for frame in query_frames(index["frames"], source.every):
-        record = answered[source.key(index, frame)]
+    for frame, key in keys.items():
+        record = answered[key]
         path = Path.from_dict(record["path"]) if record.get("path") else None
         answers[frame] = {
             "status": record["status"],
