@@ -16,6 +16,8 @@ if CFG.synthetic.enabled:
 
 include: "workflow/rules/episodes.smk"
 include: "workflow/rules/paths.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -24,3 +26,6 @@ rule all:
         episode_indexes(),
         [path_files(source) for source in CFG.paths.sources],
         path_summaries(),
+        dataset_stores(),
+        preview_files(),
+        evaluations(),

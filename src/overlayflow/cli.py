@@ -49,6 +49,21 @@ def _serve(args: argparse.Namespace) -> None:
     serve.main(args)
 
 
+def _export_maniflow(args: argparse.Namespace) -> None:
+    from overlayflow.store import export_maniflow
+
+    summary = export_maniflow(
+        args.store, args.out, image_key=args.image_key, initial_key=args.initial_key
+    )
+    log.info(
+        "wrote %s: %d frames in %d episodes, keys %s",
+        args.out,
+        summary["frames"],
+        summary["episodes"],
+        ", ".join(summary["keys"]),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from overlayflow import serve
 
@@ -80,17 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the stand-in HAMSTER/PEEK path server")
     serve.add_arguments(p)
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "export-maniflow",
+        help="write a dataset store as a ManiFlow / Diffusion-Policy ReplayBuffer (Zarr format 2)",
+    )
+    p.add_argument("store", help="results/datasets/<dataset>.zarr")
+    p.add_argument("out", help="output .zarr directory (replaced when complete)")
+    p.add_argument("--image-key", default="head_camera", help="data/<key> of the images")
+    p.add_argument(
+        "--initial-key",
+        default=None,
+        help="also write each episode's first image for every frame under data/<key>",
+    )
+    p.set_defaults(func=_export_maniflow)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from overlayflow.episodes import EpisodeError
+    from overlayflow.store import StoreError
 
     args = build_parser().parse_args(argv)
     logs.configure()
     try:
         args.func(args)
-    except (EpisodeError, ValueError, OSError) as err:
+    except (EpisodeError, StoreError, ValueError, OSError) as err:
         log.error("%s", err)
         return 1
     return 0

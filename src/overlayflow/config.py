@@ -101,10 +101,98 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class OverlayConfig:
+    size: tuple[int, int]
+    open_colour: tuple[int, int, int]
+    close_colour: tuple[int, int, int]
+    colormap: str
+
+
+@dataclass(frozen=True)
+class DatasetsConfig:
+    layouts: tuple[str, ...]
+    sources: tuple[str, ...]
+    shard_frames: int
+
+
+@dataclass(frozen=True)
+class PreviewsConfig:
+    episodes: int
+    columns: int
+    tiles: int
+    fps: int
+
+
+def _dataset_specs(datasets: DatasetsConfig) -> dict[str, tuple[str | None, str]]:
+    specs: dict[str, tuple[str | None, str]] = {}
+    for layout in datasets.layouts:
+        if layout == "rgb":
+            specs["rgb"] = (None, "rgb")
+            continue
+        for source in datasets.sources:
+            specs[f"{source}-{layout}"] = (source, layout)
+    return specs
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: its dataset and the resolved training settings (defaults + overrides)."""
+
+    name: str
+    dataset: str
+    layout: str
+    source: str | None
+    memory: str
+    seed: int
+    train: dict[str, Any]
+
+
+def _experiments(c: dict[str, Any], datasets: dict[str, tuple[str | None, str]]) -> dict:
+    experiments = {}
+    for name, e in c["experiments"].items():
+        key = f"config key experiments.{name}"
+        if e["layout"] == "rgb":
+            if "source" in e:
+                raise ConfigError(f"{key}.source: the rgb layout draws no path; remove `source`")
+            dataset = "rgb"
+        else:
+            if "source" not in e:
+                raise ConfigError(f"{key}: layout {e['layout']} needs a path `source`")
+            dataset = f"{e['source']}-{e['layout']}"
+        if dataset not in datasets:
+            raise ConfigError(
+                f"{key}: dataset {dataset!r} is not built; datasets.layouts and datasets.sources "
+                f"give {sorted(datasets)}"
+            )
+        unknown = sorted(set(e["train"]) - set(c["train"]) - {"policy"})
+        if unknown:
+            raise ConfigError(
+                f"{key}.train: unknown settings {unknown}; expected keys of `train`: "
+                f"{sorted(c['train'])}"
+            )
+        train = {**c["train"], **e["train"], "seed": e["seed"]}
+        train["policy"] = {**c["train"]["policy"], **e["train"].get("policy", {})}
+        train["policy"]["memory"] = e["memory"]
+        experiments[name] = ExperimentConfig(
+            name, dataset, e["layout"], e.get("source"), e["memory"], e["seed"], train
+        )
+    return experiments
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig
     synthetic: SyntheticConfig
     paths: PathsConfig
+    overlay: OverlayConfig
+    datasets: DatasetsConfig
+    previews: PreviewsConfig
+    experiments: dict[str, ExperimentConfig]
+    evaluate: dict[str, Any]
+
+    def dataset_specs(self) -> dict[str, tuple[str | None, str]]:
+        """Dataset name → (source, layout): ``{source}-{layout}`` for path layouts, ``rgb`` once."""
+        return _dataset_specs(self.datasets)
 
     def episodes(self) -> dict[str, list[str]]:
         """Episode names (``episode{i}``) per task, in index order.
@@ -158,7 +246,28 @@ def load(raw: dict[str, Any], schema: str | Path | dict) -> Config:
                 f"config key paths.sources.{name}: a vlm source needs `urls` (running servers, "
                 "one list per shard) or `launch` (a command with {port} and {gpu}); got neither"
             )
+    o, ds, pv = c["overlay"], c["datasets"], c["previews"]
+    sources = tuple(ds["sources"]) or tuple(c["paths"]["sources"])
+    unknown = sorted(set(sources) - set(c["paths"]["sources"]))
+    if unknown:
+        raise ConfigError(
+            f"config key datasets.sources: {unknown} are not path sources; "
+            f"expected names under paths.sources: {sorted(c['paths']['sources'])}"
+        )
+    datasets = DatasetsConfig(
+        layouts=tuple(ds["layouts"]), sources=sources, shard_frames=ds["shard_frames"]
+    )
     return Config(
+        experiments=_experiments(c, _dataset_specs(datasets)),
+        evaluate=c["evaluate"],
+        overlay=OverlayConfig(
+            size=tuple(o["size"]),
+            open_colour=tuple(o["open_colour"]),
+            close_colour=tuple(o["close_colour"]),
+            colormap=o["colormap"],
+        ),
+        datasets=datasets,
+        previews=PreviewsConfig(**pv),
         paths=PathsConfig(
             journal_dir=Path(c["paths"]["journal_dir"]), sources=c["paths"]["sources"]
         ),

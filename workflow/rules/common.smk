@@ -66,3 +66,57 @@ def oracle_files_for(source):
 
 def path_summaries():
     return [f"results/paths/{source}/summary.csv" for source in CFG.paths.sources]
+
+
+DATASETS = CFG.dataset_specs()
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "$^",
+
+
+def episode_keys():
+    return [(task, episode) for task, names in EPISODES.items() for episode in names]
+
+
+def dataset_inputs(wildcards):
+    """Index, frames part and (unless rgb) path part of every episode, in the same order."""
+    source, _ = DATASETS[wildcards.dataset]
+    keys = episode_keys()
+    inputs = {
+        "indexes": [f"results/episodes/{t}/{e}.json" for t, e in keys],
+        "frames": [f"results/frames/{t}/{e}.zarr" for t, e in keys],
+    }
+    if source is not None:
+        inputs["paths"] = [f"results/overlays/{source}/{t}/{e}.zarr" for t, e in keys]
+    return inputs
+
+
+def dataset_stores():
+    return [f"results/datasets/{name}.zarr" for name in DATASETS]
+
+
+def preview_files():
+    """GIF and contact sheet of the first `previews.episodes` episodes of each task and source."""
+    return [
+        f"results/previews/{source}/{task}/{episode}.{ext}"
+        for source in CFG.datasets.sources
+        for task, names in EPISODES.items()
+        for episode in names[: CFG.previews.episodes]
+        for ext in ("gif", "png")
+    ]
+
+
+EXPERIMENTS = CFG.experiments
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS) or "$^",
+
+
+def experiment_store(wildcards):
+    return f"results/datasets/{EXPERIMENTS[wildcards.experiment].dataset}.zarr"
+
+
+def evaluations():
+    return [f"results/eval/{name}.json" for name in EXPERIMENTS]

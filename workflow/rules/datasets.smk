@@ -1,0 +1,76 @@
+rule render_frames:
+    input:
+        index="results/episodes/{task}/{episode}.json",
+    output:
+        directory("results/frames/{task}/{episode}.zarr"),
+    log:
+        "logs/frames/{task}/{episode}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        size=CFG.overlay.size,
+    script:
+        "../scripts/render_frames.py"
+
+
+rule render_paths:
+    input:
+        index="results/episodes/{task}/{episode}.json",
+        paths="results/paths/{source}/{task}/{episode}.json",
+    output:
+        directory("results/overlays/{source}/{task}/{episode}.zarr"),
+    log:
+        "logs/overlays/{source}/{task}/{episode}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        size=CFG.overlay.size,
+        style=CFG.overlay,
+    script:
+        "../scripts/render_paths.py"
+
+
+rule preview:
+    input:
+        "results/overlays/{source}/{task}/{episode}.zarr",
+    output:
+        animation="results/previews/{source}/{task}/{episode}.gif",
+        sheet="results/previews/{source}/{task}/{episode}.png",
+    log:
+        "logs/previews/{source}/{task}/{episode}.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        settings=CFG.previews,
+    script:
+        "../scripts/preview.py"
+
+
+rule dataset:
+    input:
+        unpack(dataset_inputs),
+    output:
+        directory("results/datasets/{dataset}.zarr"),
+    log:
+        "logs/datasets/{dataset}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        spec=lambda w: DATASETS[w.dataset],
+        shard_frames=CFG.datasets.shard_frames,
+        provenance=lambda w: {
+            "dataset": w.dataset,
+            "config": config,
+            "source": CFG.paths.sources.get(DATASETS[w.dataset][0]),
+        },
+    script:
+        "../scripts/dataset.py"

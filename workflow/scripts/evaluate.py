@@ -1,0 +1,17 @@
+"""Offline evaluation of one experiment on its held-out episodes."""
+
+import torch
+
+from overlayflow.evaluate import write_evaluation
+from overlayflow.logs import script_log
+
+with script_log(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    settings = dict(snakemake.params.settings)
+    write_evaluation(
+        snakemake.input.model,
+        snakemake.input.store,
+        snakemake.output.summary,
+        max_windows=settings.pop("windows"),
+        **settings,
+    )
