@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +33,9 @@ def parts(tmp_path_factory):
     data = root / "data"
     refs = []
     for task, n in (("place_block", 2), ("stack_cube", 1)):
-        synthetic.write_task(data, task, n, setting="s", seed=3, cameras=("head_camera",), step=0.05)
+        synthetic.write_task(
+            data, task, n, setting="s", seed=3, cameras=("head_camera",), step=0.05
+        )
         refs += [EpisodeRef(data, task, "s", i) for i in range(n)]
     inputs = []
     for ref in refs:
@@ -127,7 +128,7 @@ def test_consolidate_refuses_a_foreign_part(parts, tmp_path):
     _, inputs = parts
     bad = tmp_path / "bad.zarr"
     zarr.open_group(bad, mode="w").attrs["format"] = "something else"
-    with pytest.raises(StoreError, match="bad.zarr.*delete it and rerun"):
+    with pytest.raises(StoreError, match=r"bad\.zarr.*delete it and rerun"):
         store.consolidate(
             tmp_path / "d.zarr", [EpisodeInput(inputs[0].index, bad)], layout="rgb", source=None
         )
@@ -140,9 +141,9 @@ def test_open_store_names_the_version(parts, tmp_path):
     out = tmp_path / "rgb.zarr"
     store.consolidate(out, inputs[:1], layout="rgb", source=None)
     zarr.open_group(out, mode="r+").attrs["format_version"] = 99
-    with pytest.raises(StoreError, match="version 99.*Rebuild the dataset"):
+    with pytest.raises(StoreError, match=r"format_version 99.*re-run the consolidation"):
         store.open_store(out)
-    with pytest.raises(StoreError, match="no dataset store here"):
+    with pytest.raises(StoreError, match="No dataset store at"):
         store.open_store(tmp_path / "missing.zarr")
 
 

@@ -57,7 +57,7 @@ IMAGE_CODECS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
 VECTOR_CODECS = (ZstdCodec(level=3),)
 
 
-class StoreError(Exception):
+class StoreError(ValueError):
     """A store or part that is missing, incomplete or of another format; the message says what to do."""
 
 
@@ -85,7 +85,9 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     os.replace(tmp, final)
 
 
-def write_part(path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+def write_part(
+    path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> None:
     """Write one episode's arrays as a small Zarr v3 group: one chunk (one file) per array."""
     with atomic_directory(path) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
@@ -257,19 +259,80 @@ def consolidate(
     return attrs
 
 
+_ARRAYS = {
+    "data/image": 4,
+    "data/state": 2,
+    "data/action": 2,
+    "data/path_status": 1,
+    "data/target_visible": 1,
+    "meta/episode_ends": 1,
+    "meta/task_id": 1,
+}
+
+
 def open_store(path: str | Path) -> zarr.Group:
-    """Open a consolidated dataset store read-only, checking its format and version."""
+    """Open a dataset store read-only after checking its format, version and array shapes."""
     path = Path(path)
-    if not path.is_dir():
-        raise StoreError(f"{path}: no dataset store here; build it with the workflow first")
-    root = zarr.open_group(path, mode="r", zarr_format=3)
-    found = (root.attrs.get("format"), root.attrs.get("format_version"))
-    if found != (FORMAT, FORMAT_VERSION):
+    if not path.exists():
         raise StoreError(
-            f"{path}: format {found[0]!r} version {found[1]!r}; this code reads {FORMAT!r} "
-            f"version {FORMAT_VERSION}. Rebuild the dataset with this version of overlayflow."
+            f"No dataset store at {path}. Build it first with the workflow "
+            f"(`snakemake {path}`, rule `dataset`)."
         )
-    return root
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except Exception as error:
+        raise StoreError(f"{path} is not a readable Zarr group: {error}") from error
+    attrs = group.attrs
+    found_format = attrs.get("format")
+    if found_format != FORMAT:
+        raise StoreError(
+            f"{path} is not an overlayflow dataset store: its `format` attribute must be "
+            f"{FORMAT!r}. Got {found_format!r}."
+        )
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has format_version {version!r}, but this code reads format_version "
+            f"{FORMAT_VERSION}. Delete the store and re-run the consolidation "
+            f"(`snakemake {path}`, rule `dataset`) to rebuild it with this code."
+        )
+    for key in ("channels", "image_size", "tasks", "episodes"):
+        if key not in attrs:
+            raise StoreError(f"{path} has no `{key}` attribute; re-run the consolidation.")
+    shapes = {}
+    for key, ndim in _ARRAYS.items():
+        try:
+            array = group[key]
+        except KeyError:
+            raise StoreError(f"{path} has no array `{key}`; re-run the consolidation.") from None
+        if not isinstance(array, zarr.Array) or array.ndim != ndim:
+            raise StoreError(f"{path}: `{key}` must be a {ndim}-D array. Got {array!r}.")
+        shapes[key] = array.shape
+    n_frames = shapes["data/image"][0]
+    n_episodes = shapes["meta/episode_ends"][0]
+    expected_image = (attrs["channels"], *attrs["image_size"])
+    problems = [
+        f"`{key}` has {shape[0]} rows, not {n_frames}"
+        for key, shape in shapes.items()
+        if key.startswith("data/") and shape[0] != n_frames
+    ]
+    if shapes["data/image"][1:] != expected_image:
+        problems.append(f"`data/image` frames are {shapes['data/image'][1:]}, not {expected_image}")
+    if group["data/image"].dtype != np.uint8:
+        problems.append(f"`data/image` is {group['data/image'].dtype}, not uint8")
+    if shapes["data/state"] != shapes["data/action"]:
+        problems.append(
+            f"`data/state` {shapes['data/state']} != `data/action` {shapes['data/action']}"
+        )
+    if shapes["meta/task_id"] != (n_episodes,) or len(attrs["episodes"]) != n_episodes:
+        problems.append(
+            f"`meta/task_id` and the `episodes` attribute must have {n_episodes} entries"
+        )
+    if problems:
+        raise StoreError(
+            f"{path} is inconsistent: {'; '.join(problems)}. Re-run the consolidation."
+        )
+    return group
 
 
 def export_maniflow(

@@ -1,0 +1,534 @@
+"""Tests for overlayflow.dataset: windows against a plain reference, split, normalizer, workers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from overlayflow.dataset import (
+    LimitsNormalizer,
+    OverlayDataset,
+    check_horizon,
+    images_to_float,
+    make_loader,
+    sequence_indices,
+    split_episodes,
+)
+from overlayflow.store import FORMAT_VERSION as READ_FORMAT_VERSION
+from overlayflow.store import StoreError
+
+# (horizon, n_obs_steps, n_action_steps), from the degenerate to ManiFlow-like settings.
+STEP_COMBOS = [(1, 1, 1), (4, 1, 4), (4, 2, 3), (5, 2, 2), (8, 3, 4), (16, 2, 8), (16, 2, 15)]
+STATUS_CODES = {"ok": 0, "truncated": 1, "parse_error": 2, "http_error": 3, "held": 4, "none": 5}
+
+
+@dataclass
+class Store:
+    """A store written by `make_store` and the arrays it holds, for reference lookups."""
+
+    path: Path
+    lengths: list[int]
+    image: np.ndarray
+    state: np.ndarray
+    action: np.ndarray
+    path_status: np.ndarray
+    target_visible: np.ndarray
+    task_id: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum([0, *self.lengths[:-1]])
+
+
+@pytest.fixture
+def make_store(tmp_path):
+    """Write a tiny store per the contract; pixel channel 0 = episode, channel 1 = frame."""
+    names = itertools.count()
+
+    def make(
+        lengths,
+        *,
+        channels: int = 3,
+        size: int = 8,
+        seed: int = 0,
+        shard_frames: int | None = None,
+        attrs: dict | None = None,
+    ) -> Store:
+        rng = np.random.default_rng(seed)
+        lengths = [int(n) for n in lengths]
+        n_frames = sum(lengths)
+        episode = np.repeat(np.arange(len(lengths)), lengths)
+        frame = np.concatenate([np.arange(n) for n in lengths])
+        image = rng.integers(0, 256, (n_frames, channels, size, size), dtype=np.uint8)
+        image[:, 0] = episode[:, None, None]
+        image[:, 1] = frame[:, None, None]
+        state = rng.normal(size=(n_frames, 14)).astype(np.float32)
+        action = rng.normal(size=(n_frames, 14)).astype(np.float32)
+        path_status = rng.integers(0, 6, n_frames).astype(np.uint8)
+        target_visible = rng.random(n_frames).astype(np.float32)
+        target_visible[rng.random(n_frames) < 0.3] = np.nan
+        tasks = ["place_block", "click_bell", "turn_switch"]
+        task_id = rng.integers(0, len(tasks), len(lengths)).astype(np.int32)
+
+        path = tmp_path / f"store{next(names)}.zarr"
+        root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        root.attrs.update(
+            {
+                "format": "overlayflow.dataset",
+                "format_version": READ_FORMAT_VERSION,
+                "layout": "overlay" if channels == 3 else "concat6",
+                "source": "oracle",
+                "image_size": [size, size],
+                "channels": channels,
+                "tasks": tasks,
+                "episodes": [
+                    {"task": tasks[t], "episode": f"episode{e}", "instruction": "", "frames": n}
+                    for e, (t, n) in enumerate(zip(task_id, lengths, strict=True))
+                ],
+                "path_status": STATUS_CODES,
+                "provenance": {"created": "test"},
+                **(attrs or {}),
+            }
+        )
+        frame_chunk = (1, channels, size, size)
+        shards = None if shard_frames is None else (shard_frames, channels, size, size)
+        root.create_array("data/image", data=image, chunks=frame_chunk, shards=shards)
+        for name, data in [
+            ("data/state", state),
+            ("data/action", action),
+            ("data/path_status", path_status),
+            ("data/target_visible", target_visible),
+            ("meta/episode_ends", np.cumsum(lengths).astype(np.int64)),
+            ("meta/task_id", task_id),
+        ]:
+            root.create_array(name, data=data)
+        return Store(path, lengths, image, state, action, path_status, target_visible, task_id)
+
+    return make
+
+
+def random_lengths(rng: np.random.Generator, horizon: int) -> list[int]:
+    """Episode lengths that always include a 1-frame episode and one shorter than the horizon."""
+    lengths = [*rng.integers(1, 3 * horizon + 2, rng.integers(1, 6)).tolist(), 1]
+    lengths.append(int(rng.integers(1, horizon + 1)))
+    return rng.permutation(lengths).tolist()
+
+
+def reference_windows(lengths, horizon, pad_before, pad_after, selected=None):
+    """(episode, window start s, buffer frame of each window step), episode by episode.
+
+    A window start ``s`` (relative to the episode) is kept when it pads at most ``pad_before``
+    steps before the episode and ``pad_after`` after it; an episode with no such start keeps
+    ``s = -pad_before`` alone.
+    """
+    windows = []
+    start = 0
+    for episode, length in enumerate(lengths):
+        if selected is None or episode in selected:
+            starts = [
+                s
+                for s in range(-pad_before, length)
+                if max(0, s + horizon - length) <= pad_after or s == -pad_before
+            ]
+            for s in starts:
+                frames = [start + min(max(s + t, 0), length - 1) for t in range(horizon)]
+                windows.append((episode, s, frames))
+        start += length
+    return windows
+
+
+def reference_indices(lengths, horizon, pad_before, pad_after, selected=None) -> np.ndarray:
+    starts = np.cumsum([0, *lengths[:-1]])
+    rows = [
+        [
+            starts[e] + max(s, 0),
+            starts[e] + min(s + horizon, lengths[e]),
+            max(0, -s),
+            horizon - max(0, s + horizon - lengths[e]),
+        ]
+        for e, s, _ in reference_windows(lengths, horizon, pad_before, pad_after, selected)
+    ]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+# sequence_indices ---------------------------------------------------------------------------------
+
+
+def test_sequence_indices_golden() -> None:
+    # Episode 0 (3 frames) has starts -1, 0, 1; episode 1 (2 frames) has -1, 0.
+    got = sequence_indices([3, 5], 4, pad_before=1, pad_after=2)
+    assert got.dtype == np.int64
+    assert got.tolist() == [[0, 3, 1, 4], [0, 3, 0, 3], [1, 3, 0, 2], [3, 5, 1, 3], [3, 5, 0, 2]]
+
+
+def test_sequence_indices_short_episode_still_yields_one_padded_window() -> None:
+    # Diffusion Policy's create_indices yields nothing for the 1-frame episode.
+    assert sequence_indices([1], 4, pad_before=1, pad_after=1).tolist() == [[0, 1, 1, 2]]
+    assert sequence_indices([2, 3], 8, pad_before=1, pad_after=3).tolist() == [
+        [0, 2, 1, 3],
+        [2, 3, 1, 2],
+    ]
+
+
+def test_sequence_indices_match_reference_exhaustively() -> None:
+    rng = np.random.default_rng(0)
+    checked = 0
+    for horizon, n_obs, n_action in STEP_COMBOS:
+        for _ in range(60):
+            lengths = random_lengths(rng, horizon)
+            mask = rng.random(len(lengths)) < 0.7
+            selected = set(np.flatnonzero(mask).tolist())
+            before, after = n_obs - 1, n_action - 1
+            got = sequence_indices(np.cumsum(lengths), horizon, before, after, mask)
+            want = reference_indices(lengths, horizon, before, after, selected)
+            np.testing.assert_array_equal(got, want)
+            unmasked = sequence_indices(np.cumsum(lengths), horizon, before, after)
+            np.testing.assert_array_equal(
+                unmasked, reference_indices(lengths, horizon, before, after)
+            )
+            checked += len(unmasked)
+    assert checked > 5000
+
+
+def test_sequence_indices_errors() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        sequence_indices([3, 3, 5], 2)
+    with pytest.raises(
+        ValueError, match="`pad_before` and `pad_after` must be <= sequence_length - 1"
+    ):
+        sequence_indices([3], 2, pad_before=2)
+    with pytest.raises(ValueError, match=r"`sequence_length` must be an integer >= 1\. Got 0"):
+        sequence_indices([3], 0)
+    with pytest.raises(ValueError, match="`episode_mask` must be a boolean array of shape"):
+        sequence_indices([3, 5], 2, episode_mask=[1, 0])
+    assert sequence_indices(np.zeros(0, dtype=np.int64), 2).shape == (0, 4)
+
+
+# split_episodes -----------------------------------------------------------------------------------
+
+
+def test_split_is_reproducible_disjoint_and_complete() -> None:
+    train, val = split_episodes(50, 0.2, seed=3)
+    again_train, again_val = split_episodes(50, 0.2, seed=3)
+    np.testing.assert_array_equal(train, again_train)
+    np.testing.assert_array_equal(val, again_val)
+    assert train.dtype == val.dtype == np.int64
+    assert len(val) == 10
+    assert not set(train) & set(val)
+    assert sorted([*train, *val]) == list(range(50))
+    assert not np.array_equal(val, split_episodes(50, 0.2, seed=4)[1])
+
+
+def test_split_golden_and_edge_sizes() -> None:
+    # Diffusion Policy's get_val_mask draw: default_rng(seed).choice(n, n_val, replace=False).
+    assert [a.tolist() for a in split_episodes(10, 0.2, seed=0)] == [
+        [0, 1, 2, 3, 4, 5, 8, 9],
+        [6, 7],
+    ]
+    assert len(split_episodes(50, 0.02, seed=0)[1]) == 1
+    assert len(split_episodes(3, 0.001, seed=0)[1]) == 1  # at least one val episode
+    assert [len(a) for a in split_episodes(2, 0.99, seed=0)] == [1, 1]  # at least one train
+    assert [len(a) for a in split_episodes(1, 0.5, seed=0)] == [1, 0]
+    assert [len(a) for a in split_episodes(7, 0.0, seed=0)] == [7, 0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((10, 1.0, 0), r"`val_ratio` must be in \[0, 1\). Got 1.0"),
+        ((10, -0.1, 0), r"`val_ratio` must be in \[0, 1\). Got -0.1"),
+        ((10, "0.1", 0), r"`val_ratio` must be a number in \[0, 1\). Got '0.1'"),
+        ((0, 0.1, 0), r"`n_episodes` must be an integer >= 1. Got 0"),
+        ((10, 0.1, 1.5), r"`seed` must be an integer >= 0. Got 1.5"),
+        ((10, 0.1, -1), r"`seed` must be an integer >= 0. Got -1"),
+    ],
+)
+def test_split_errors(args, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_episodes(*args)
+
+
+# LimitsNormalizer ---------------------------------------------------------------------------------
+
+
+def fitted_normalizer() -> tuple[LimitsNormalizer, np.ndarray]:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5)) * [1.0, 10.0, 0.01, 1.0, 1.0] + [0.0, 5.0, -3.0, 0.0, 0.0]
+    x[:, 3] = 0.25  # constant: the idle arm
+    x[:, 4] = 7.0 + rng.random(200) * 5e-5  # below RANGE_EPS: treated as constant
+    return LimitsNormalizer().fit(x), x
+
+
+def test_normalizer_maps_limits_to_unit_range_and_constants_to_zero() -> None:
+    normalizer, x = fitted_normalizer()
+    y = normalizer.normalize(x)
+    np.testing.assert_allclose(y[:, :3].min(axis=0), -1.0, atol=1e-12)
+    np.testing.assert_allclose(y[:, :3].max(axis=0), 1.0, atol=1e-12)
+    assert np.all(y[:, 3] == 0.0)
+    assert np.all(np.abs(y[:, 4]) <= 2.5e-5)
+    assert normalizer.state_dict()["scale"][3:] == [1.0, 1.0]
+
+
+def test_normalizer_round_trip_numpy_and_torch() -> None:
+    normalizer, x = fitted_normalizer()
+    back = normalizer.unnormalize(normalizer.normalize(x))
+    assert back.dtype == np.float64
+    np.testing.assert_allclose(back, x, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(back[:, 3], x[:, 3])  # constants come back exactly
+
+    x32 = x.astype(np.float32)
+    y32 = normalizer.normalize(x32)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(normalizer.unnormalize(y32), x32, rtol=1e-5, atol=1e-5)
+
+    for dtype in (torch.float32, torch.float64):
+        batch = torch.as_tensor(x[:24], dtype=dtype).reshape(2, 3, 4, 5)
+        y = normalizer.normalize(batch)
+        assert y.shape == batch.shape and y.dtype == dtype and y.device == batch.device
+        tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+        want = normalizer.normalize(x[:24])
+        np.testing.assert_allclose(y.reshape(-1, 5).numpy(), want, rtol=0, atol=tolerance)
+        back_t = normalizer.unnormalize(y)
+        torch.testing.assert_close(back_t, batch, rtol=tolerance, atol=tolerance)
+        assert torch.equal(back_t[..., 3], batch[..., 3])
+
+
+def test_normalizer_state_dict_round_trip(tmp_path) -> None:
+    normalizer, x = fitted_normalizer()
+    state = normalizer.state_dict()
+    assert json.loads(json.dumps(state)) == state
+    torch.save({"normalizer": state}, tmp_path / "n.pt")
+    loaded = torch.load(tmp_path / "n.pt", weights_only=True)["normalizer"]
+    restored = LimitsNormalizer.from_state_dict(loaded)
+    assert restored.dim == 5
+    assert np.array_equal(restored.normalize(x), normalizer.normalize(x))
+    assert restored.state_dict() == state
+
+
+def test_normalizer_errors() -> None:
+    normalizer, x = fitted_normalizer()
+    with pytest.raises(
+        ValueError, match=r"last dimension of the input must be 5. Got shape \(3, 4\)"
+    ):
+        normalizer.normalize(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="must be 5"):
+        normalizer.unnormalize(torch.zeros(2, 6))
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"Got 2 NaN or infinite entries, in dimensions \[1, 2\]"):
+        LimitsNormalizer().fit(bad)
+    with pytest.raises(ValueError, match=r"shape \(N, D\)"):
+        LimitsNormalizer().fit(np.zeros(5))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LimitsNormalizer().normalize(x)
+    with pytest.raises(ValueError, match="Missing"):
+        LimitsNormalizer.from_state_dict({"scale": [1.0]})
+    with pytest.raises(ValueError, match="finite"):
+        LimitsNormalizer.from_state_dict({"scale": [0.0], "offset": [0], "min": [0], "max": [0]})
+
+
+# OverlayDataset -----------------------------------------------------------------------------------
+
+
+def assert_samples_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)
+
+
+def check_against_reference(store: Store, dataset: OverlayDataset, selected) -> None:
+    to = dataset.n_obs_steps
+    windows = reference_windows(
+        store.lengths, dataset.horizon, to - 1, dataset.n_action_steps - 1, selected
+    )
+    assert len(dataset) == len(windows)
+    for i, (episode, _, frames) in enumerate(windows):
+        sample = dataset[i]
+        obs = frames[:to]
+        start = store.starts[episode]
+        now = frames[to - 1]
+        assert np.array_equal(sample["current"].numpy(), store.image[obs])
+        assert sample["current"][:, 0, 0, 0].tolist() == [episode] * to
+        assert sample["current"][:, 1, 0, 0].tolist() == [f - start for f in obs]
+        if dataset.memory:
+            assert np.array_equal(sample["initial"].numpy(), store.image[[start] * to])
+        else:
+            assert "initial" not in sample
+        assert np.array_equal(sample["agent_pos"].numpy(), store.state[obs])
+        assert np.array_equal(sample["action"].numpy(), store.action[frames])
+        assert sample["task"].item() == store.task_id[episode]
+        assert sample["episode"].item() == episode
+        assert sample["frame"].item() == now - start
+        assert sample["path_status"].item() == store.path_status[now]
+        np.testing.assert_array_equal(sample["target_visible"].numpy(), store.target_visible[now])
+
+
+def test_sample_contract_shapes_and_dtypes(make_store) -> None:
+    store = make_store([5, 1, 7], channels=6, size=16)
+    sample = OverlayDataset(store.path, horizon=8, n_obs_steps=2, n_action_steps=4)[0]
+    expected = {
+        "current": ((2, 6, 16, 16), torch.uint8),
+        "initial": ((2, 6, 16, 16), torch.uint8),
+        "agent_pos": ((2, 14), torch.float32),
+        "action": ((8, 14), torch.float32),
+        "task": ((), torch.int64),
+        "episode": ((), torch.int64),
+        "frame": ((), torch.int64),
+        "target_visible": ((), torch.float32),
+        "path_status": ((), torch.int64),
+    }
+    assert {key: (tuple(v.shape), v.dtype) for key, v in sample.items()} == expected
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "shard_frames"), [(3, 8, None), (6, 16, 4), (3, 16, 3), (6, 8, None)]
+)
+def test_dataset_windows_match_reference_exhaustively(make_store, channels, size, shard_frames):
+    rng = np.random.default_rng(channels * 100 + size)
+    lengths = random_lengths(rng, 16)
+    store = make_store(lengths, channels=channels, size=size, seed=size, shard_frames=shard_frames)
+    for combo_index, (horizon, n_obs, n_action) in enumerate(STEP_COMBOS):
+        selected = None
+        if combo_index % 2:
+            selected = sorted(rng.choice(len(lengths), rng.integers(1, len(lengths) + 1), False))
+        dataset = OverlayDataset(
+            store.path,
+            horizon=horizon,
+            n_obs_steps=n_obs,
+            n_action_steps=n_action,
+            episodes=selected,
+            memory=combo_index % 3 != 2,
+        )
+        check_against_reference(store, dataset, None if selected is None else set(selected))
+
+
+def test_dataset_normalizers_and_stats_use_only_its_episodes(make_store) -> None:
+    store = make_store([4, 1, 6, 3], channels=6, size=8)
+    dataset = OverlayDataset(
+        store.path, horizon=4, n_obs_steps=2, n_action_steps=3, episodes=np.array([2, 0])
+    )
+    rows = np.r_[0:4, 5:11]
+    want = LimitsNormalizer().fit(store.action[rows]).state_dict()
+    assert dataset.action_normalizer().state_dict() == want
+    assert (
+        dataset.state_normalizer().state_dict()
+        == LimitsNormalizer().fit(store.state[rows]).state_dict()
+    )
+    assert dataset.stats() == {
+        "samples": len(dataset),
+        "episodes": 2,
+        "frames": 10,
+        "channels": 6,
+        "image_size": [8, 8],
+    }
+    assert dataset.episodes.tolist() == [0, 2]
+    assert dataset.tasks == ["place_block", "click_bell", "turn_switch"]
+
+
+def test_dataset_pickles_without_its_store_handle(make_store) -> None:
+    store = make_store([3, 5])
+    dataset = OverlayDataset(store.path, horizon=4, n_obs_steps=2, n_action_steps=3)
+    first = dataset[0]
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._image is None
+    assert_samples_equal(clone[0], first)
+    assert_samples_equal(clone[-1], dataset[len(dataset) - 1])
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def collect(loader, epochs: int = 2) -> list[dict]:
+    return [batch for _ in range(epochs) for batch in loader]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_workers_yield_the_same_samples(make_store, shuffle) -> None:
+    store = make_store([9, 1, 4, 12, 2, 7], channels=6, size=8)
+    dataset = OverlayDataset(store.path, horizon=6, n_obs_steps=2, n_action_steps=4)
+    dataset[0]  # the parent holds an open handle when the workers fork
+    serial = collect(make_loader(dataset, 4, shuffle=shuffle, num_workers=0, seed=7))
+    loader = make_loader(dataset, 4, shuffle=shuffle, num_workers=2, seed=7)
+    assert loader.persistent_workers
+    parallel = collect(loader)
+    assert len(serial) == len(parallel) == 2 * -(-len(dataset) // 4)
+    for a, b in zip(serial, parallel, strict=True):
+        assert_samples_equal(a, b)
+    order = torch.cat([batch["frame"] * 100 + batch["episode"] for batch in serial])
+    half = len(order) // 2
+    assert sorted(order[:half].tolist()) == sorted(order[half:].tolist())
+    if shuffle:
+        other = collect(make_loader(dataset, 4, shuffle=True, num_workers=0, seed=8), epochs=1)
+        assert not torch.equal(
+            torch.cat([b["frame"] for b in other]),
+            torch.cat([b["frame"] for b in serial[: len(other)]]),
+        )
+        assert not torch.equal(order[:half], order[half:])  # each epoch is reshuffled
+    else:
+        assert torch.equal(order[:half], order[half:])
+
+
+def test_images_to_float() -> None:
+    images = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    out = images_to_float(images)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.tensor([[0.0, 51 / 255, 1.0]], dtype=torch.float32))
+    with pytest.raises(TypeError, match=r"needs a uint8 tensor\. Got torch\.float32"):
+        images_to_float(out)
+
+
+# Errors -------------------------------------------------------------------------------------------
+
+
+def test_horizon_validation_explains_the_short_action_slice(make_store) -> None:
+    message = (
+        r"the policy executes action\[n_obs_steps-1 : n_obs_steps-1\+n_action_steps\] = "
+        r"action\[1:17\] of a chunk of 16 actions, which would silently hold only 15 actions "
+        r"instead of 16\. Got horizon=16, n_obs_steps=2, n_action_steps=16; use n_action_steps "
+        r"<= 15 or horizon >= 17\."
+    )
+    with pytest.raises(ValueError, match=message):
+        check_horizon(16, 2, 16)
+    check_horizon(16, 2, 15)
+    with pytest.raises(ValueError, match=r"`n_obs_steps` must be an integer >= 1\. Got 0"):
+        check_horizon(16, 0, 8)
+    with pytest.raises(ValueError, match=r"`n_action_steps` must be an integer >= 1\. Got True"):
+        check_horizon(16, 2, True)
+    store = make_store([3])
+    with pytest.raises(ValueError, match=r"action\[1:17\]"):
+        OverlayDataset(store.path, horizon=16, n_obs_steps=2, n_action_steps=16)
+
+
+def test_missing_store_message(tmp_path) -> None:
+    missing = tmp_path / "results" / "datasets" / "oracle-overlay.zarr"
+    with pytest.raises(StoreError, match=r"No dataset store at .*oracle-overlay\.zarr\. Build"):
+        OverlayDataset(missing, horizon=4, n_obs_steps=2, n_action_steps=3)
+
+
+def test_format_version_mismatch_message(make_store) -> None:
+    store = make_store([3, 2], attrs={"format_version": READ_FORMAT_VERSION + 1})
+    message = (
+        rf"{store.path} has format_version {READ_FORMAT_VERSION + 1}, but this code reads "
+        rf"format_version {READ_FORMAT_VERSION}\. Delete the store and re-run the consolidation"
+    )
+    with pytest.raises(ValueError, match=message):
+        OverlayDataset(store.path, horizon=4, n_obs_steps=2, n_action_steps=3)
+
+
+def test_wrong_format_and_bad_episodes_messages(make_store) -> None:
+    store = make_store([3, 2], attrs={"format": "diffusion_policy.replay_buffer"})
+    with pytest.raises(ValueError, match="is not an overlayflow dataset store"):
+        OverlayDataset(store.path, horizon=4, n_obs_steps=2, n_action_steps=3)
+    store = make_store([3, 2])
+    with pytest.raises(ValueError, match=r"indices in \[0, 2\) .* Got \[2\]"):
+        OverlayDataset(store.path, horizon=4, n_obs_steps=2, n_action_steps=3, episodes=[0, 2])
+    with pytest.raises(ValueError, match="at least one episode"):
+        OverlayDataset(store.path, horizon=4, n_obs_steps=2, n_action_steps=3, episodes=[])
