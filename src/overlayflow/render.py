@@ -103,8 +103,14 @@ def render_paths(
         },
     )
     counts = {name: int((status == code).sum()) for name, code in PATH_STATUS.items()}
-    log.info("%s/%s (%s): %d frames drawn, %s", index["task"], index["episode"],
-             paths["source"], n, {k: v for k, v in counts.items() if v})
+    log.info(
+        "%s/%s (%s): %d frames drawn, %s",
+        index["task"],
+        index["episode"],
+        paths["source"],
+        n,
+        {k: v for k, v in counts.items() if v},
+    )
     return counts
 
 

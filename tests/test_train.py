@@ -1,0 +1,243 @@
+"""The training loop: schedule, batch order, resume equivalence, signals, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import build_store
+
+from overlayflow import train as tr
+from overlayflow.dataset import OverlayDataset
+from overlayflow.evaluate import write_evaluation
+
+TINY = {"image_size": 32, "n_layers": 1, "width": 32, "heads": 2, "shared_encoder": True}
+
+
+def settings(**overrides):
+    base = {
+        "steps": 8,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "val_ratio": 0.34,
+        "val_batches": 1,
+        "val_every": 4,
+        "checkpoint_every": 4,
+        "log_every": 1,
+        "num_workers": 0,
+        "device": "cpu",
+        "policy": dict(TINY),
+    }
+    return {**base, **overrides}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("train"), episodes=3, step=0.08)
+
+
+def test_lr_factor_warms_up_then_decays_to_zero():
+    assert [tr.lr_factor(s, 4, 12) for s in (0, 2, 4)] == [0.0, 0.5, 1.0]
+    assert tr.lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert tr.lr_factor(12, 4, 12) == pytest.approx(0.0)
+    assert tr.lr_factor(20, 4, 12) == pytest.approx(0.0)
+
+
+def test_epoch_batches_resume_where_they_stopped():
+    full = iter(tr.EpochBatches(50, 8, seed=3))
+    batches = [next(full) for _ in range(20)]  # 6 per epoch: crosses three epoch boundaries
+    resumed = iter(tr.EpochBatches(50, 8, seed=3, start_step=7))
+    assert [next(resumed) for _ in range(13)] == batches[7:]
+    first_epoch = [i for batch in batches[:6] for i in batch]
+    assert len(first_epoch) == len(set(first_epoch)) == 48
+    assert batches[:6] != [next(iter(tr.EpochBatches(50, 8, seed=4))) for _ in range(6)]
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        tr.EpochBatches(5, 8, seed=0)
+
+
+def test_settings_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match=r"unknown train settings \['stpes'\]"):
+        tr.TrainSettings.from_dict({"stpes": 3})
+    with pytest.raises(ValueError, match=r"`steps` must be ≥ 1\. Got 0\."):
+        tr.TrainSettings.from_dict({"steps": 0})
+    with pytest.raises(ValueError, match="`device` must be auto, cpu or cuda"):
+        tr.TrainSettings.from_dict({"device": "tpu"})
+
+
+class _SignalAt(logging.Handler):
+    """Sends this process ``signum`` when the loop logs step ``step`` (a real signal, mid-run)."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__()
+        self.step, self.signum, self.sent = step, signum, False
+
+    def emit(self, record):
+        if not self.sent and record.getMessage().startswith(f"step {self.step}/"):
+            self.sent = True
+            signal.raise_signal(self.signum)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_interrupted_and_resumed_equals_uninterrupted(store, tmp_path, signum):
+    s = settings()
+    summary = tr.train(store, tmp_path / "straight", s)
+    assert summary["steps"] == 8
+
+    handler = _SignalAt(3, signum)
+    logger = logging.getLogger("overlayflow.train")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(tr.Interrupted, match=r"at step 3/8.*latest\.pt written"):
+            tr.train(store, tmp_path / "resumed", s)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    latest = tr.load_checkpoint(tmp_path / "resumed" / "latest.pt")
+    assert latest["step"] == 3 and latest["ema"]["step"] == 3
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    tr.train(store, tmp_path / "resumed", s)
+
+    a = tr.load_checkpoint(tmp_path / "straight" / "latest.pt")
+    b = tr.load_checkpoint(tmp_path / "resumed" / "latest.pt")
+    assert a["step"] == b["step"] == 8 and a["ema"]["step"] == b["ema"]["step"] == 8
+    for part in ("model",):
+        for name, value in a[part].items():
+            torch.testing.assert_close(b[part][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for name, value in a["ema"]["model"].items():
+        torch.testing.assert_close(b["ema"]["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    # The metrics of the resumed run hold each step once.
+    rows = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert rows["step"].tolist() == sorted(set(rows["step"]))
+
+
+TRAIN_FOREVER = """
+import json, sys
+from overlayflow.logs import configure
+from overlayflow.train import train
+configure()
+train(sys.argv[1], sys.argv[2], {"steps": 100000, "batch_size": 8, "val_ratio": 0.34,
+      "val_every": 100000, "checkpoint_every": 100000, "log_every": 1, "num_workers": 0,
+      "device": "cpu", "policy": json.loads(sys.argv[3])})
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_training_process_leaves_a_loadable_latest(store, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_FOREVER, str(store), str(out), json.dumps(TINY)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Interrupted" in err and "run the same command" in err
+    ckpt = tr.load_checkpoint(out / "latest.pt")
+    assert ckpt["step"] >= 1 and ckpt["format_version"] == tr.FORMAT_VERSION
+    policy, _ = tr.load_policy(out / "latest.pt")
+    assert not policy.training
+
+
+def test_checkpoint_of_another_format_version_is_refused(store, tmp_path):
+    tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    ckpt["format_version"] = tr.FORMAT_VERSION + 1
+    torch.save(ckpt, tmp_path / "future.pt")
+    with pytest.raises(
+        tr.CheckpointError, match=r"future\.pt: checkpoint format .* this code reads"
+    ):
+        tr.load_checkpoint(tmp_path / "future.pt")
+    # Anything but tensors and plain data is refused, not unpickled.
+    torch.save({"format": "overlayflow.checkpoint", "x": np.float64}, tmp_path / "pickled.pt")
+    with pytest.raises(tr.CheckpointError, match="not a readable checkpoint"):
+        tr.load_checkpoint(tmp_path / "pickled.pt")
+    with pytest.raises(tr.CheckpointError, match="not a readable checkpoint"):
+        (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        tr.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_changed_settings_start_afresh_and_keep_the_old_state(store, tmp_path):
+    tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    tr.train(store, tmp_path, settings(steps=3, val_every=3))  # steps may grow: resumes
+    assert tr.load_checkpoint(tmp_path / "latest.pt")["step"] == 3
+    assert not (tmp_path / "latest.stale.pt").exists()
+    tr.train(store, tmp_path, settings(steps=2, lr=5e-4, val_every=2))
+    assert (tmp_path / "latest.stale.pt").exists()
+    assert tr.load_checkpoint(tmp_path / "latest.pt")["resolved"]["settings"]["lr"] == 5e-4
+
+
+def test_outputs_and_evaluation(store, tmp_path):
+    tr.train(store, tmp_path, settings(steps=4))
+    for name in ("latest.pt", "best.pt", "model.pt", "metrics.jsonl", "metrics.csv"):
+        assert (tmp_path / name).exists(), name
+    rows = pd.read_csv(tmp_path / "metrics.csv")
+    assert {"step", "loss", "loss_flow", "loss_consistency", "lr", "grad_norm", "val_loss"} <= set(
+        rows
+    )
+    model = tr.load_checkpoint(tmp_path / "model.pt")
+    assert model["split"]["val"] and not set(model["split"]["val"]) & set(model["split"]["train"])
+
+    summary = write_evaluation(tmp_path / "model.pt", store, tmp_path / "eval.json", max_windows=12)
+    assert json.loads((tmp_path / "eval.json").read_text()) == json.loads(json.dumps(summary))
+    windows = pd.read_csv(tmp_path / "eval.csv")
+    assert len(windows) == summary["all"]["windows"] == 12
+    assert set(windows["episode"]) == set(model["split"]["val"])
+    # The synthetic data records visibility: every window is visible or occluded.
+    assert summary["visible"]["windows"] + summary["occluded"]["windows"] == 12
+    assert summary["all"]["mse"] == pytest.approx(windows["mse"].mean())
+    assert summary["by_task"]["place_block"]["windows"] == 12
+
+
+@pytest.mark.slow
+def test_overfits_one_episode(tmp_path):
+    """A real overfit: trained on one episode, its sampled chunks follow the recorded actions.
+
+    600 steps of the tiny model (ResNet-10-T at 32 px, 1 layer × 64) take about a minute here;
+    the loss falls from about 1.3 to below 0.3 and the sampled chunks' mean absolute error is
+    well under half of the best constant prediction's (the episode's mean action).
+    """
+    store = build_store(tmp_path, episodes=1, step=0.2)
+    s = settings(
+        steps=600,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=20,
+        val_ratio=0.0,
+        checkpoint_every=600,
+        log_every=25,
+        policy={**TINY, "augment": False, "width": 64, "backbone": "resnet10t"},
+    )
+    tr.train(store, tmp_path / "run", s)
+    loss = pd.read_csv(tmp_path / "run" / "metrics.csv")["loss"]
+    assert loss.iloc[0] > 0.8 and loss.tail(4).mean() < 0.3, loss.round(3).tolist()
+
+    policy, _ = tr.load_policy(tmp_path / "run" / "model.pt")
+    data = OverlayDataset(store, horizon=16, n_obs_steps=2, n_action_steps=15)
+    batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
+    predicted = policy.predict_action(batch, generator=torch.Generator().manual_seed(0))
+    truth = batch["action"][:, 1:16]
+    constant = truth.reshape(-1, truth.shape[-1]).mean(0)
+    error = (predicted - truth).abs().mean().item()
+    baseline = (constant - truth).abs().mean().item()
+    assert error < 0.6 * baseline, f"sampled chunks {error:.4f} vs constant {baseline:.4f}"
