@@ -12,13 +12,40 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
-from overlayflow import synthetic
+from overlayflow import store, synthetic, train
 
 pytestmark = pytest.mark.workflow
 
 TINY = {
     "data": {"tasks": ["place_block", "stack_cube"], "episodes": 2},
     "synthetic": {"width": 64, "height": 48, "step": 0.08, "cameras": ["head_camera"]},
+    "overlay": {"size": [32, 32]},
+    "previews": {"episodes": 1},
+}
+TINY_TRAINING = {
+    "train": {
+        "steps": 6,
+        "batch_size": 4,
+        "warmup_steps": 2,
+        "val_ratio": 0.25,
+        "val_every": 3,
+        "checkpoint_every": 3,
+        "log_every": 3,
+        "num_workers": 0,
+        "policy": {
+            "image_size": 32,
+            "n_layers": 1,
+            "width": 32,
+            "heads": 2,
+            "shared_encoder": True,
+            "backbone": "resnet10t",
+        },
+    },
+    "experiments": {
+        "oracle-overlay": {"layout": "overlay", "source": "oracle"},
+        "rgb": {"layout": "rgb", "memory": "current"},
+    },
+    "evaluate": {"windows": 8},
 }
 
 
@@ -37,8 +64,9 @@ def jobs(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_demo_config_runs_and_rerun_does_nothing(tmp_path):
-    cfg = write_config(tmp_path, TINY)
+def test_whole_workflow_runs_and_rerun_does_nothing(tmp_path):
+    """Episodes → oracle paths → overlays → datasets → previews → training → evaluation."""
+    cfg = write_config(tmp_path, {**TINY, **TINY_TRAINING})
     first = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
     assert first.returncode == 0, first.stderr[-3000:]
     for task in TINY["data"]["tasks"]:
@@ -46,9 +74,34 @@ def test_demo_config_runs_and_rerun_does_nothing(tmp_path):
             record = json.loads((tmp_path / f"results/episodes/{task}/episode{i}.json").read_text())
             assert (record["width"], record["height"]) == (64, 48)
             assert record["file"].startswith("resources/demo/")
+    results = tmp_path / "results"
+    for dataset, channels in (("oracle-overlay", 3), ("oracle-concat6", 6), ("rgb", 3)):
+        root = store.open_store(results / "datasets" / f"{dataset}.zarr")
+        assert root["data/image"].shape[1:] == (channels, 32, 32)
+        assert root["meta/episode_ends"].shape == (4,)
+        assert not (results / "datasets" / f".{dataset}.zarr.partial").exists()
+    assert sorted(p.name for p in (results / "previews/oracle/place_block").iterdir()) == [
+        "episode0.gif",
+        "episode0.png",
+    ]
+    for experiment in TINY_TRAINING["experiments"]:
+        model = results / "train" / experiment / "model.pt"
+        assert train.load_checkpoint(model)["step"] == 6
+        summary = json.loads((results / "eval" / f"{experiment}.json").read_text())
+        assert summary["all"]["windows"] == 8 and summary["step"] == 6
     second = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
     assert second.returncode == 0
     assert "Nothing to be done" in second.stderr
+
+    # Changing one experiment's setting reruns only that experiment's training and evaluation.
+    changed = {**TINY_TRAINING, "experiments": dict(TINY_TRAINING["experiments"])}
+    changed["experiments"]["rgb"] = {**changed["experiments"]["rgb"], "seed": 1}
+    cfg = write_config(tmp_path, {**TINY, **changed})
+    dry = run_snakemake(tmp_path, "-n", "--configfile", str(cfg))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert jobs(dry.stdout) == {"train": 1, "evaluate": 1, "all": 1}
+    assert "results/train/rgb/model.pt" in dry.stdout
+    assert "results/train/oracle-overlay/model.pt" not in dry.stdout
 
 
 def test_default_config_dry_run(tmp_path):
@@ -60,6 +113,12 @@ def test_default_config_dry_run(tmp_path):
         "path_plan": 1,  # the shards are added once the plan checkpoint has run
         "path_episode": 24,
         "path_summary": 2,
+        "render_frames": 12,
+        "render_paths": 24,
+        "preview": 24,
+        "dataset": 5,
+        "train": 3,
+        "evaluate": 3,
         "all": 1,
     }
 
@@ -132,6 +191,12 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
         "path_plan": 2,  # hamster and peek: their shards follow the plan checkpoints
         "path_episode": 900,
         "path_summary": 3,
+        "render_frames": 300,
+        "render_paths": 900,
+        "preview": 36,  # previews.episodes = 2 per task and source
+        "dataset": 7,  # {oracle, hamster, peek} × {overlay, concat6}, and rgb
+        "train": 3,
+        "evaluate": 3,
         "all": 1,
     }
 

@@ -92,6 +92,18 @@ def dataset_inputs(wildcards):
     return inputs
 
 
+def dataset_provenance(name):
+    """What a dataset is made from: only these settings, so other changes do not rebuild it."""
+    source, layout = DATASETS[name]
+    return {
+        "dataset": name,
+        "layout": layout,
+        "data": config["data"],
+        "overlay": config.get("overlay", {}),
+        "source": {"name": source, **CFG.paths.sources[source]} if source else None,
+    }
+
+
 def dataset_stores():
     return [f"results/datasets/{name}.zarr" for name in DATASETS]
 

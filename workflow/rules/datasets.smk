@@ -67,10 +67,6 @@ rule dataset:
     params:
         spec=lambda w: DATASETS[w.dataset],
         shard_frames=CFG.datasets.shard_frames,
-        provenance=lambda w: {
-            "dataset": w.dataset,
-            "config": config,
-            "source": CFG.paths.sources.get(DATASETS[w.dataset][0]),
-        },
+        provenance=lambda w: dataset_provenance(w.dataset),
     script:
         "../scripts/dataset.py"

@@ -15,7 +15,10 @@ rule train:
         runtime=24 * 60,
     params:
         settings=lambda w: EXPERIMENTS[w.experiment].train,
-        provenance=lambda w: {"experiment": w.experiment, "config": config},
+        provenance=lambda w: {
+            "experiment": w.experiment,
+            "dataset": EXPERIMENTS[w.experiment].dataset,
+        },
     script:
         "../scripts/train.py"
 
