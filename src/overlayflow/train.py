@@ -419,6 +419,9 @@ def train(
             ema.update(policy)
             step += 1
             t2 = time.monotonic()
+            if step == first_step + 1:
+                # Throughput excludes the first step (worker start-up, lazy initialisation).
+                timed_from = t2
             wait_s, busy_s = wait_s + (t1 - t0), busy_s + (t2 - t0)
             row: dict[str, Any] = {}
             if step % settings.log_every == 0 or step == settings.steps:
@@ -479,8 +482,10 @@ def train(
         },
         out_dir / "model.pt",
     )
+    timed = step - first_step - 1
     summary = {
         "steps": step,
+        "samples_per_s": timed * settings.batch_size / (t2 - timed_from) if timed > 0 else None,
         "best_val_loss": best_val if math.isfinite(best_val) else None,
         "parameters": count_parameters(policy),
         "data_wait": wait_s / max(busy_s, 1e-9),
