@@ -201,7 +201,7 @@ def load_policy(
     policy = ManiFlowPolicy(cfg, ckpt["normalizer"], load_weights=False)
     # model.pt holds the EMA weights as "model"; a training checkpoint holds them in "ema".
     policy.load_state_dict(ckpt["ema"]["model"] if "ema" in ckpt else ckpt["model"])
-    return policy.to(device).eval(), ckpt
+    return policy.to_device(device).eval(), ckpt
 
 
 @contextlib.contextmanager
@@ -326,8 +326,8 @@ def train(
     normalizer = train_set.action_normalizer().state_dict()
 
     policy, ema = build_policy(policy_config, normalizer)
-    policy.to(device)
-    ema.model.to(device)
+    policy.to_device(device)
+    ema.model.to_device(device)
     optimizer = torch.optim.AdamW(
         policy.optim_groups(settings.weight_decay), lr=settings.lr, betas=settings.betas
     )
