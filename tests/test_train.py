@@ -243,7 +243,9 @@ def test_overfits_one_episode(tmp_path):
     assert error < 0.6 * baseline, f"sampled chunks {error:.4f} vs constant {baseline:.4f}"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
 def test_asking_for_cuda_without_it_says_so():
     assert tr.resolve_device("auto").type == "cpu"
     with pytest.raises(RuntimeError, match="device 'cuda' asked for, but torch sees no CUDA"):
