@@ -234,3 +234,12 @@ def test_a_journal_that_cannot_be_written_fails_the_shard(tmp_path, indexes, mon
         pytest.raises(ShardFailed, match="No space left on device"),
     ):
         run_shard(source(tmp_path, [s["a"].url]), 0, plan, by_key)
+
+
+def test_launched_servers_use_the_jobs_own_gpus(monkeypatch):
+    from overlayflow.sources import gpu_ids
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert gpu_ids(2) == ["2", "3"] and gpu_ids(1) == ["2"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_ids(2) == ["0", "1"]

@@ -200,6 +200,28 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
         "all": 1,
     }
 
+    # The SLURM profile: GPU rules on the GPU partition with a GPU each, per-episode CPU jobs in
+    # group jobs of 50 episodes.
+    slurm = run_snakemake(
+        tmp_path,
+        "-n",
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--config",
+        f"data={{root: {root}}}",
+    )
+    assert slurm.returncode == 0, slurm.stderr[-3000:]
+    rules = re.split(r"\n(?=\s*rule \w+:)", slurm.stdout)
+
+    def resources(rule):
+        return [r for r in rules if re.match(rf"\s*rule {rule}:", r)]
+
+    for rule in ("train", "evaluate"):
+        assert all("slurm_partition=gpu" in r and "gpu=1" in r for r in resources(rule))
+    assert all("slurm_partition=cpu" in r for r in resources("index_episode"))
+    assert "--signal=USR1@600" in resources("train")[0]
+    assert "Group job index" in slurm.stdout
+
 
 def _tool(name: str) -> str:
     return shutil.which(name, path=os.path.dirname(sys.executable)) or name

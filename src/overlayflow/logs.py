@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,13 @@ def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> 
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
 
+def job_environment() -> str:
+    """Where a job runs: SLURM job id and partition, the GPUs it was given, the host."""
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "CUDA_VISIBLE_DEVICES")
+    pairs = [f"{key}={os.environ.get(key, '')}" for key in keys]
+    return " ".join([*pairs, f"host={socket.gethostname()}"])
+
+
 @contextmanager
 def script_log(log_path: str | Path) -> Iterator[logging.Logger]:
     """Context of a workflow script: log to its ``log:`` file; an error is logged there, then re-raised.
@@ -28,6 +37,7 @@ def script_log(log_path: str | Path) -> Iterator[logging.Logger]:
     """
     configure(log_path)
     logger = logging.getLogger("overlayflow.job")
+    logger.info("environment: %s", job_environment())
     try:
         yield logger
     except Exception as err:

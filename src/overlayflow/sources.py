@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import queue
 import socket
 import threading
@@ -55,6 +56,16 @@ GOOD = (Status.OK.value, Status.TRUNCATED.value)
 
 
 # --- cadence and holding (pure) -------------------------------------------------------------
+
+
+def gpu_ids(n: int) -> list[str]:
+    """The GPU of each of ``n`` launched servers: the job's own GPUs when the scheduler set
+    ``CUDA_VISIBLE_DEVICES`` (SLURM lists the allocated ids, which need not start at 0),
+    else 0 … n−1."""
+    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if len(visible) >= n:
+        return [g.strip() for g in visible[:n]]
+    return [str(j) for j in range(n)]
 
 
 def query_frames(n_frames: int, every: int) -> list[int]:
@@ -220,11 +231,12 @@ class VLMSource:
         """The servers shard ``shard`` owns: its URLs, or launch specs on its own ports."""
         if self.urls:
             return [ServerSpec(url=url) for url in self.urls[shard]]
+        gpus = gpu_ids(self.servers_per_shard)
         return [
             ServerSpec(
                 command=self.launch,
                 port=self.base_port + shard * self.servers_per_shard + j,
-                gpu=str(j),
+                gpu=gpus[j],
                 ready_timeout=self.ready_timeout,
                 log_path=self.log_dir / self.name / f"shard{shard}-server{j}.log",
             )
@@ -502,7 +514,7 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
                 ServerSpec(
                     command=source.launch,
                     port=_free_port(),
-                    gpu="0",
+                    gpu=gpu_ids(1)[0],
                     ready_timeout=source.ready_timeout,
                     log_path=source.log_dir
                     / source.name

@@ -32,6 +32,12 @@ def n_shards(source):
     return len(settings["urls"]) or settings["shards"]
 
 
+def launched_gpus(source):
+    """GPUs a shard job of ``source`` needs: one per server it launches (none for `urls`)."""
+    settings = CFG.paths.sources[source]
+    return 0 if settings["urls"] else settings["servers_per_shard"]
+
+
 def path_files(source):
     """Per-episode path files of one source."""
     return [

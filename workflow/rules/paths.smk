@@ -24,6 +24,7 @@ rule path_shard:
     conda:
         "../../envs/paths.yaml"
     resources:
+        gpu=lambda w: launched_gpus(w.source),
         mem_mb=2000,
         runtime=24 * 60,
     params:
