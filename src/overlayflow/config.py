@@ -189,6 +189,7 @@ class Config:
     previews: PreviewsConfig
     experiments: dict[str, ExperimentConfig]
     evaluate: dict[str, Any]
+    containers: dict[str, str]
 
     def dataset_specs(self) -> dict[str, tuple[str | None, str]]:
         """Dataset name → (source, layout): ``{source}-{layout}`` for path layouts, ``rgb`` once."""
@@ -260,6 +261,7 @@ def load(raw: dict[str, Any], schema: str | Path | dict) -> Config:
     return Config(
         experiments=_experiments(c, _dataset_specs(datasets)),
         evaluate=c["evaluate"],
+        containers=c["containers"],
         overlay=OverlayConfig(
             size=tuple(o["size"]),
             open_colour=tuple(o["open_colour"]),

@@ -6,6 +6,7 @@ from overlayflow.config import load
 CFG = load(config, Path(workflow.basedir) / "config" / "schema.yaml")
 EPISODES = CFG.episodes()
 DATA_DIR = f"{CFG.data.root}/{{task}}/{CFG.data.setting}"
+CONTAINERS = {name: image or None for name, image in CFG.containers.items()}
 
 
 wildcard_constraints:

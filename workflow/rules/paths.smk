@@ -23,6 +23,8 @@ rule path_shard:
         "logs/paths/{source}/shard{shard}.log",
     conda:
         "../../envs/paths.yaml"
+    container:
+        CONTAINERS["paths"]
     resources:
         gpu=lambda w: launched_gpus(w.source),
         mem_mb=2000,
@@ -43,6 +45,8 @@ rule path_episode:
         "logs/paths/{source}/{task}/{episode}.log",
     conda:
         "../../envs/paths.yaml"
+    container:
+        CONTAINERS["paths"]
     resources:
         mem_mb=1000,
         runtime=30,

@@ -8,6 +8,8 @@ rule train:
         "logs/train/{experiment}.log",
     conda:
         "../../envs/train.yaml"
+    container:
+        CONTAINERS["train"]
     threads: 2
     resources:
         gpu=1,
@@ -34,6 +36,8 @@ rule evaluate:
         "logs/eval/{experiment}.log",
     conda:
         "../../envs/train.yaml"
+    container:
+        CONTAINERS["train"]
     threads: 2
     resources:
         mem_mb=8000,
