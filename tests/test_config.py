@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from overlayflow import config
 from overlayflow.config import ConfigError, load, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +81,53 @@ def test_all_lists_existing_episodes(make_episodes):
     raw["data"]["tasks"] = ["place_block", "missing_task"]
     with pytest.raises(ConfigError, match="task 'missing_task' not found"):
         load(raw, SCHEMA).episodes()
+
+
+def _with_matrix(matrix, **extra):
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["experiments"] = {}
+    raw["matrix"] = matrix
+    raw.update(extra)
+    return raw
+
+
+def test_matrix_expands_to_named_experiments():
+    cfg = config.load(
+        _with_matrix(
+            {
+                "layouts": ["overlay", "concat6", "rgb"],
+                "sources": ["oracle", "hamster"],
+                "seeds": [0, 1],
+                "exclude": [
+                    {"layout": "concat6", "source": "hamster"},
+                    {"memory": "current", "seed": 1},
+                ],
+                "train": {"steps": 7},
+            }
+        ),
+        SCHEMA,
+    )
+    names = set(cfg.experiments)
+    # overlay: 2 sources × 2 memory × 2 seeds minus (current, seed 1) = 6; concat6: oracle only = 3;
+    # rgb: no source, 2 memory × 2 seeds minus (current, seed 1) = 3.
+    assert len(names) == 12
+    assert {"overlay-mem-hamster-s1", "concat6-cur-oracle-s0", "rgb-mem-s0"} <= names
+    assert not {"concat6-mem-hamster-s0", "overlay-cur-oracle-s1"} & names
+    e = cfg.experiments["overlay-cur-hamster-s0"]
+    assert (e.dataset, e.memory, e.seed) == ("hamster-overlay", "current", 0)
+    assert e.train["steps"] == 7 and e.train["seed"] == 0
+    assert e.train["policy"]["memory"] == "current"
+
+
+@pytest.mark.parametrize(
+    ("matrix", "message"),
+    [
+        ({"layouts": ["overlay"], "sources": ["hamstr"]}, r"matrix\.sources: \['hamstr'\]"),
+        ({"layouts": ["overlays"]}, "config key matrix.layouts"),
+        ({"layouts": ["rgb"], "exclude": [{"source": "peek"}]}, r"matrix\.exclude\[0\]\.source"),
+        ({"layouts": ["rgb"], "exclude": [{"colour": "red"}]}, "config key matrix.exclude"),
+    ],
+)
+def test_unknown_names_in_the_matrix_fail_at_parse_time(matrix, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(_with_matrix(matrix), SCHEMA)

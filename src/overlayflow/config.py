@@ -9,6 +9,8 @@ HDF5, image or array library.
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,9 +149,53 @@ class ExperimentConfig:
     train: dict[str, Any]
 
 
+MEMORY_TAGS = {"initial+current": "mem", "current": "cur"}
+
+
+def expand_matrix(matrix: dict[str, Any], sources: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The experiments of the `matrix` config block, by name (see config/schema.yaml)."""
+    unknown = sorted(set(matrix["sources"]) - set(sources))
+    if unknown:
+        raise ConfigError(
+            f"config key matrix.sources: {unknown} are not path sources; expected names under "
+            f"paths.sources: {sorted(sources)}"
+        )
+    for i, rule in enumerate(matrix["exclude"]):
+        if "source" in rule and rule["source"] not in sources:
+            raise ConfigError(
+                f"config key matrix.exclude[{i}].source: {rule['source']!r} is not a path source; "
+                f"expected one of {sorted(sources)}"
+            )
+    expanded: dict[str, dict[str, Any]] = {}
+    for layout, memory, seed in itertools.product(
+        matrix["layouts"], matrix["memory"], matrix["seeds"]
+    ):
+        for source in [None] if layout == "rgb" else matrix["sources"]:
+            keys = {"layout": layout, "memory": memory, "source": source, "seed": seed}
+            if any(all(keys.get(k) == v for k, v in rule.items()) for rule in matrix["exclude"]):
+                continue
+            name = "-".join(
+                [layout, MEMORY_TAGS[memory], *([source] if source else []), f"s{seed}"]
+            )
+            expanded[name] = {
+                "layout": layout,
+                "memory": memory,
+                "seed": seed,
+                "train": dict(matrix["train"]),
+                **({"source": source} if source else {}),
+            }
+    return expanded
+
+
 def _experiments(c: dict[str, Any], datasets: dict[str, tuple[str | None, str]]) -> dict:
     experiments = {}
-    for name, e in c["experiments"].items():
+    grid = expand_matrix(c["matrix"], list(c["paths"]["sources"]))
+    both = sorted(set(grid) & set(c["experiments"]))
+    if both:
+        raise ConfigError(
+            f"config key experiments: {both} are also named by the matrix; rename them"
+        )
+    for name, e in {**c["experiments"], **grid}.items():
         key = f"config key experiments.{name}"
         if e["layout"] == "rgb":
             if "source" in e:
