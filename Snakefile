@@ -6,6 +6,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -18,6 +21,7 @@ include: "workflow/rules/episodes.smk"
 include: "workflow/rules/paths.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -29,3 +33,4 @@ rule all:
         dataset_stores(),
         preview_files(),
         evaluations(),
+        report_files(),

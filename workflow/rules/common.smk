@@ -139,3 +139,54 @@ def experiment_store(wildcards):
 
 def evaluations():
     return [f"results/eval/{name}.json" for name in EXPERIMENTS]
+
+
+def experiment_records(names=None):
+    """Layout, memory, source and seed of experiments, for the report's tables."""
+    return {
+        name: {
+            "layout": e.layout,
+            "memory": e.memory,
+            "source": e.source,
+            "seed": e.seed,
+        }
+        for name, e in EXPERIMENTS.items()
+        if names is None or name in names
+    }
+
+
+def contrast_members(kind):
+    """Experiments that have a partner differing only in memory (kind "memory") or in having a
+    path (kind "path": a path layout and the rgb experiment of the same memory and seed).
+    """
+    es = EXPERIMENTS.values()
+    if kind == "memory":
+        key = lambda e: (e.layout, e.source, e.seed)
+        modes = {}
+        for e in es:
+            modes.setdefault(key(e), set()).add(e.memory)
+        return sorted(e.name for e in es if len(modes[key(e)]) == 2)
+    rgb = {(e.memory, e.seed) for e in es if e.layout == "rgb"}
+    paths = {(e.memory, e.seed) for e in es if e.layout != "rgb"}
+    return sorted(e.name for e in es if (e.memory, e.seed) in rgb & paths)
+
+
+def evaluation_files(names):
+    return {name: f"results/eval/{name}.json" for name in names}
+
+
+def report_files():
+    files = [
+        f"results/quality/{source}/quality.png"
+        for source, settings in CFG.paths.sources.items()
+        if settings["kind"] == "vlm" and ORACLES
+    ]
+    files += [f"results/report/training/{name}.png" for name in EXPERIMENTS]
+    if EXPERIMENTS:
+        files += ["results/report/evaluation.csv", "results/report/evaluation.html"]
+    files += [
+        f"results/report/compare_{kind}.csv"
+        for kind in ("memory", "path")
+        if contrast_members(kind)
+    ]
+    return files

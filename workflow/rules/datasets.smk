@@ -40,8 +40,18 @@ rule preview:
     input:
         "results/overlays/{source}/{task}/{episode}.zarr",
     output:
-        animation="results/previews/{source}/{task}/{episode}.gif",
-        sheet="results/previews/{source}/{task}/{episode}.png",
+        animation=report(
+            "results/previews/{source}/{task}/{episode}.gif",
+            category="Previews",
+            subcategory="{source}",
+            labels={"task": "{task}", "episode": "{episode}", "kind": "animation"},
+        ),
+        sheet=report(
+            "results/previews/{source}/{task}/{episode}.png",
+            category="Previews",
+            subcategory="{source}",
+            labels={"task": "{task}", "episode": "{episode}", "kind": "contact sheet"},
+        ),
     log:
         "logs/previews/{source}/{task}/{episode}.log",
     conda:

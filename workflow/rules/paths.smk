@@ -63,7 +63,11 @@ rule path_summary:
         paths=lambda w: path_files(w.source),
         oracle=lambda w: oracle_files_for(w.source),
     output:
-        "results/paths/{source}/summary.csv",
+        report(
+            "results/paths/{source}/summary.csv",
+            category="Paths",
+            labels={"source": "{source}", "table": "success rate per task"},
+        ),
     log:
         "logs/paths/{source}/summary.log",
     conda:
