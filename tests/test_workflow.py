@@ -1,5 +1,7 @@
 """The Snakefile itself: dry runs, a real run on tiny data, bad input, style."""
 
+import base64
+import io
 import json
 import os
 import re
@@ -8,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, run_snakemake
@@ -41,12 +44,13 @@ TINY_TRAINING = {
             "backbone": "resnet10t",
         },
     },
-    "experiments": {
-        "oracle-overlay": {"layout": "overlay", "source": "oracle"},
-        "rgb": {"layout": "rgb", "memory": "current"},
-    },
+    # overlay-cur-oracle-s0 and rgb-cur-s0 from the matrix (a path contrast), and a named
+    # experiment with memory (a memory contrast with overlay-cur-oracle-s0).
+    "matrix": {"layouts": ["overlay", "rgb"], "memory": ["current"], "sources": ["oracle"]},
+    "experiments": {"overlay-mem": {"layout": "overlay", "source": "oracle"}},
     "evaluate": {"windows": 8},
 }
+REPORT_CATEGORIES = ("Paths", "Previews", "Training", "Evaluation")
 
 
 def write_config(workdir: Path, config: dict) -> Path:
@@ -63,18 +67,28 @@ def jobs(dry_run_output: str) -> dict[str, int]:
     }
 
 
-@pytest.mark.slow
-def test_whole_workflow_runs_and_rerun_does_nothing(tmp_path):
-    """Episodes → oracle paths → overlays → datasets → previews → training → evaluation."""
-    cfg = write_config(tmp_path, {**TINY, **TINY_TRAINING})
-    first = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The whole workflow on tiny data, run once for the tests below; then its report."""
+    workdir = tmp_path_factory.mktemp("whole")
+    cfg = write_config(workdir, {**TINY, **TINY_TRAINING})
+    first = run_snakemake(workdir, "--cores", "2", "--configfile", str(cfg))
     assert first.returncode == 0, first.stderr[-3000:]
+    report = run_snakemake(workdir, "--report", "report.html", "--configfile", str(cfg))
+    assert report.returncode == 0, report.stderr[-3000:]
+    return workdir, cfg
+
+
+@pytest.mark.slow
+def test_whole_workflow_runs_and_rerun_does_nothing(whole_run):
+    """Episodes → oracle paths → overlays → datasets → previews → training → evaluation."""
+    workdir, cfg = whole_run
     for task in TINY["data"]["tasks"]:
         for i in range(2):
-            record = json.loads((tmp_path / f"results/episodes/{task}/episode{i}.json").read_text())
+            record = json.loads((workdir / f"results/episodes/{task}/episode{i}.json").read_text())
             assert (record["width"], record["height"]) == (64, 48)
             assert record["file"].startswith("resources/demo/")
-    results = tmp_path / "results"
+    results = workdir / "results"
     for dataset, channels in (("oracle-overlay", 3), ("oracle-concat6", 6), ("rgb", 3)):
         root = store.open_store(results / "datasets" / f"{dataset}.zarr")
         assert root["data/image"].shape[1:] == (channels, 32, 32)
@@ -84,24 +98,104 @@ def test_whole_workflow_runs_and_rerun_does_nothing(tmp_path):
         "episode0.gif",
         "episode0.png",
     ]
-    for experiment in TINY_TRAINING["experiments"]:
+    for experiment in ("overlay-cur-oracle-s0", "rgb-cur-s0", "overlay-mem"):
         model = results / "train" / experiment / "model.pt"
         assert train.load_checkpoint(model)["step"] == 6
         summary = json.loads((results / "eval" / f"{experiment}.json").read_text())
         assert summary["all"]["windows"] == 8 and summary["step"] == 6
-    second = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+        assert (results / "report" / "training" / f"{experiment}.png").exists()
+    for kind in ("memory", "path"):
+        assert len(pd.read_csv(results / "report" / f"compare_{kind}.csv")) == 1
+    second = run_snakemake(workdir, "--cores", "2", "--configfile", str(cfg))
     assert second.returncode == 0
     assert "Nothing to be done" in second.stderr
 
-    # Changing one experiment's setting reruns only that experiment's training and evaluation.
-    changed = {**TINY_TRAINING, "experiments": dict(TINY_TRAINING["experiments"])}
-    changed["experiments"]["rgb"] = {**changed["experiments"]["rgb"], "seed": 1}
-    cfg = write_config(tmp_path, {**TINY, **changed})
-    dry = run_snakemake(tmp_path, "-n", "--configfile", str(cfg))
+
+def _report_data(workdir: Path, name: str) -> dict:
+    """A data block of Snakemake's report page: ``<script id=name> var name = {...}``."""
+    html = (workdir / "report.html").read_text()
+    match = re.search(rf'<script id="{name}">\s*var {name} = (\{{.*?\}});?\s*</script>', html, re.S)
+    assert match, f"the report embeds no {name}"
+    return json.loads(match[1])
+
+
+@pytest.mark.slow
+def test_report_holds_the_numbers_of_the_evaluation_files(whole_run):
+    workdir, _ = whole_run
+    results = _report_data(workdir, "results")
+    categories = _report_data(workdir, "categories")
+    assert set(REPORT_CATEGORIES) <= set(categories), categories
+    assert "results/report/evaluation.csv" in categories["Evaluation"]["Other"]
+    uri = results["results/report/evaluation.csv"]["data_uri"]
+    table = pd.read_csv(io.BytesIO(base64.b64decode(uri.split("base64,", 1)[1])))
+    assert len(table) == 3
+    for _, row in table.iterrows():
+        summary = json.loads((workdir / f"results/eval/{row.experiment}.json").read_text())
+        for part in ("all", "visible", "occluded"):
+            for metric in ("windows", "mse", "mse_norm"):
+                want = summary[part].get(metric, float("nan"))
+                assert row[f"{part}_{metric}"] == pytest.approx(want, rel=1e-5, nan_ok=True)
+    assert "results/paths/oracle/summary.csv" in results
+    assert any(key.endswith(".gif") for key in results)
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_headless_browser(whole_run, tmp_path):
+    """Snakemake's report is a JavaScript page: its sections exist only once a browser runs it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs chromium (.ci/run) for this test, but it is missing")
+        pytest.skip("chromium is not installed: apt-get install chromium")
+    workdir, _ = whole_run
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            (workdir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", dom.stdout, flags=re.S))
+    for section in ("Workflow", "Statistics", *REPORT_CATEGORIES):
+        assert re.search(rf"\b{section}\b", text), f"{section} not rendered"
+
+
+@pytest.mark.slow
+def test_changing_one_experiment_reruns_only_it(whole_run):
+    workdir, _ = whole_run
+    changed = {
+        **TINY_TRAINING,
+        "experiments": {
+            "overlay-mem": {"layout": "overlay", "source": "oracle", "train": {"steps": 7}}
+        },
+    }
+    cfg = write_config(workdir, {**TINY, **changed})
+    dry = run_snakemake(workdir, "-n", "--configfile", str(cfg))
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert jobs(dry.stdout) == {"train": 1, "evaluate": 1, "all": 1}
-    assert "results/train/rgb/model.pt" in dry.stdout
-    assert "results/train/oracle-overlay/model.pt" not in dry.stdout
+    # Its training and evaluation, and the report tables that read its evaluation.
+    assert jobs(dry.stdout) == {
+        "train": 1,
+        "evaluate": 1,
+        "training_curves": 1,
+        "evaluation_table": 1,
+        "compare_memory": 1,
+        "all": 1,
+    }
+    assert "results/train/overlay-mem/model.pt" in dry.stdout
+    assert "results/train/rgb-cur-s0/model.pt" not in dry.stdout
 
 
 def test_default_config_dry_run(tmp_path):
@@ -117,8 +211,13 @@ def test_default_config_dry_run(tmp_path):
         "render_paths": 24,
         "preview": 24,
         "dataset": 5,
-        "train": 3,
-        "evaluate": 3,
+        "train": 6,  # the demo matrix: overlay × 2 memory × 2 sources, rgb × 2 memory
+        "evaluate": 6,
+        "training_curves": 6,
+        "evaluation_table": 1,
+        "compare_memory": 1,
+        "compare_path": 1,
+        "path_quality": 1,
         "all": 1,
     }
 
@@ -197,6 +296,11 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
         "dataset": 7,  # {oracle, hamster, peek} × {overlay, concat6}, and rgb
         "train": 3,
         "evaluate": 3,
+        "training_curves": 3,
+        "evaluation_table": 1,
+        "compare_memory": 1,
+        "compare_path": 1,
+        "path_quality": 2,  # hamster and peek against the oracle
         "all": 1,
     }
 

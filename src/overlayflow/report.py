@@ -119,9 +119,8 @@ def plot_training(metrics_csv: str | Path, out_png: str | Path, title: str) -> N
 
 
 def _html(frame: pd.DataFrame, caption: str) -> str:
-    return frame.to_html(
-        index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", caption=caption, border=0
-    )
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0)
+    return f"<h3>{caption}</h3>\n{table}"
 
 
 def write_tables(
@@ -137,7 +136,7 @@ def write_tables(
     parts = [
         "<html><head><meta charset='utf-8'><style>table{border-collapse:collapse;"
         "font:13px sans-serif;margin:1em 0}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
-        "caption{text-align:left;font-weight:bold}</style></head><body>",
+        "h3{font:bold 14px sans-serif}</style></head><body>",
         _html(table, "Offline evaluation per experiment (held-out episodes)"),
     ]
     for kind in kinds:
