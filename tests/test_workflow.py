@@ -204,7 +204,8 @@ def test_default_config_dry_run(tmp_path):
     assert jobs(result.stdout) == {
         "synthetic_episodes": 3,
         "index_episode": 12,
-        "path_plan": 1,  # the shards are added once the plan checkpoint has run
+        "path_plan": 1,
+        "path_shard": 2,  # the stand-in HAMSTER's two shards
         "path_episode": 24,
         "path_summary": 2,
         "render_frames": 12,
@@ -287,7 +288,8 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert jobs(result.stdout) == {
         "index_episode": 300,
-        "path_plan": 2,  # hamster and peek: their shards follow the plan checkpoints
+        "path_plan": 2,  # hamster and peek
+        "path_shard": 8,  # 4 shards each
         "path_episode": 900,
         "path_summary": 3,
         "render_frames": 300,

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 from overlayflow.config import load
@@ -49,15 +48,19 @@ def path_files(source):
 
 
 def path_episode_inputs(wildcards):
-    """An episode's index and, for a VLM source, the report of the shard that asked its frames."""
+    """An episode's index and, for a VLM source, the reports of the source's shards.
+
+    Every shard, not only the one that asked this episode: which shard that is depends on the
+    plan, and a checkpoint to find out would keep these jobs out of SLURM group jobs (Snakemake
+    can submit a group before a checkpoint's dependants are ready). The shards run in parallel,
+    so the episode jobs wait no longer in practice.
+    """
     inputs = {"index": f"results/episodes/{wildcards.task}/{wildcards.episode}.json"}
     if CFG.paths.sources[wildcards.source]["kind"] == "vlm":
-        plan_file = checkpoints.path_plan.get(source=wildcards.source).output[0]
-        with open(plan_file) as f:
-            plan = json.load(f)["shards"]
-        key = f"{wildcards.task}/{wildcards.episode}"
-        shard = next(i for i, episodes in enumerate(plan) if key in episodes)
-        inputs["shard"] = f"results/paths/{wildcards.source}/shards/shard{shard}.json"
+        inputs["shards"] = [
+            f"results/paths/{wildcards.source}/shards/shard{i}.json"
+            for i in range(n_shards(wildcards.source))
+        ]
     return inputs
 
 

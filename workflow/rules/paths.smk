@@ -1,4 +1,4 @@
-checkpoint path_plan:
+rule path_plan:
     input:
         episode_indexes(),
     output:
