@@ -39,10 +39,9 @@ import cv2
 import numpy as np
 
 from overlayflow import synthetic
-from overlayflow.episodes import Episode, EpisodeRef, write_index
+from overlayflow.episodes import Episode, EpisodeRef
 from overlayflow.overlay import Style, draw_path, resize_frame
-from overlayflow.render import render_frames, render_paths
-from overlayflow.sources import oracle_records, write_episode_paths
+from overlayflow.render import episode_ref, render_frames, render_paths
 from overlayflow.store import EpisodeInput, consolidate
 
 TASKS = ("place_block", "place_can", "stack_cube")
@@ -119,24 +118,6 @@ print(json.dumps({
 """
 
 
-def make_episodes(root: Path, per_task: int) -> list[tuple[EpisodeRef, Path, Path]]:
-    """Synthetic episodes with their index and oracle path files (every frame asked)."""
-    out = []
-    for k, task in enumerate(TASKS):
-        synthetic.write_task(
-            root / "data", task, per_task, setting=SETTING, seed=k, cameras=(CAMERA,)
-        )
-        for i in range(per_task):
-            ref = EpisodeRef(root / "data", task, SETTING, i)
-            index_file = root / "episodes" / task / f"{ref.name}.json"
-            index = write_index(root / "data", task, SETTING, ref.name, CAMERA, "next", index_file)
-            records, _ = oracle_records(ref, CAMERA, 1, (0.12, 0, 0), 0.004)
-            paths_file = root / "paths" / task / f"{ref.name}.json"
-            write_episode_paths(paths_file, "oracle", "oracle", index, records, 1)
-            out.append((ref, index_file, paths_file))
-    return out
-
-
 def render_original(ref: EpisodeRef, paths_file: Path, out_dir: Path) -> int:
     """The original way: per frame, resize, draw the path anew, write one PNG."""
     records = json.loads(paths_file.read_text())["records"]
@@ -204,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        episodes = make_episodes(root, per_task)
+        files = synthetic.write_oracle_episodes(root, TASKS, per_task, setting=SETTING)
+        episodes = [
+            (episode_ref(json.loads(index.read_text())), index, paths) for index, paths in files
+        ]
         print(f"{len(episodes)} synthetic episodes written in {time.perf_counter() - t:.1f} s")
 
         inputs, frames, frames_s, paths_s = [], 0, 0.0, 0.0

@@ -29,38 +29,11 @@ from pathlib import Path
 import torch
 
 from overlayflow import synthetic
-from overlayflow.episodes import EpisodeRef, write_index
-from overlayflow.overlay import Style
-from overlayflow.render import render_frames, render_paths
-from overlayflow.sources import oracle_records, write_episode_paths
-from overlayflow.store import EpisodeInput, consolidate
 from overlayflow.train import train
 
 TASKS = ("place_block", "place_can", "stack_cube")
-CAMERA = "head_camera"
 DEMO = {"image_size": 64, "n_layers": 2, "width": 128, "heads": 4, "shared_encoder": True}
 ORIGINAL: dict = {}  # the PolicyConfig defaults are the original project's model
-
-
-def build_store(root: Path, size: int, per_task: int) -> Path:
-    inputs = []
-    for k, task in enumerate(TASKS):
-        synthetic.write_task(root / "data", task, per_task, setting="s", seed=k, cameras=(CAMERA,))
-        for i in range(per_task):
-            ref = EpisodeRef(root / "data", task, "s", i)
-            index_file = root / "episodes" / task / f"{ref.name}.json"
-            index = write_index(root / "data", task, "s", ref.name, CAMERA, "next", index_file)
-            records, _ = oracle_records(ref, CAMERA, 1, (0.12, 0, 0), 0.004)
-            paths_file = root / "paths" / task / f"{ref.name}.json"
-            write_episode_paths(paths_file, "oracle", "oracle", index, records, 1)
-            frames = root / "frames" / f"{task}-{i}.zarr"
-            paths = root / "overlays" / f"{task}-{i}.zarr"
-            render_frames(index_file, frames, (size, size))
-            render_paths(index_file, paths_file, paths, (size, size), Style())
-            inputs.append(EpisodeInput(index_file, frames, paths))
-    out = root / f"overlay-{size}.zarr"
-    consolidate(out, inputs, layout="overlay", source="oracle")
-    return out
 
 
 def run(store: Path, out: Path, policy: dict, batch: int, steps: int, workers: int, device: str):
@@ -95,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
-        small = build_store(root / "s64", 64, 2)
-        big = build_store(root / "s224", 224, 2)
+        small = synthetic.write_store(root / "s64", size=(64, 64), tasks=TASKS, per_task=2)
+        big = synthetic.write_store(root / "s224", size=(224, 224), tasks=TASKS, per_task=2)
         for label, store, policy, batch, steps, workers in (
             ("demo (64², 2 × 128, shared ResNet-18)", small, DEMO, 16, args.steps, 0),
             ("demo (64², 2 × 128, shared ResNet-18)", small, DEMO, 16, args.steps, 2),

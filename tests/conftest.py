@@ -65,30 +65,6 @@ def build_store(
     step: float = 0.05,
 ) -> Path:
     """A real dataset store: synthetic episodes → index → oracle paths → parts → consolidation."""
-    from overlayflow.episodes import write_index
-    from overlayflow.overlay import Style
-    from overlayflow.render import render_frames, render_paths
-    from overlayflow.sources import oracle_records, write_episode_paths
-    from overlayflow.store import EpisodeInput, consolidate
-
-    data = root / "data"
-    inputs = []
-    for k, task in enumerate(tasks):
-        synthetic.write_task(
-            data, task, episodes, setting="s", seed=k, cameras=("head_camera",), step=step
-        )
-        for i in range(episodes):
-            ref = EpisodeRef(data, task, "s", i)
-            index_file = root / "episodes" / task / f"{ref.name}.json"
-            index = write_index(data, task, "s", ref.name, "head_camera", "next", index_file)
-            records, _ = oracle_records(ref, "head_camera", every, (0.12, 0, 0), 0.004)
-            paths_file = root / "paths" / task / f"{ref.name}.json"
-            write_episode_paths(paths_file, "oracle", "oracle", index, records, every)
-            frames = root / "frames" / task / f"{ref.name}.zarr"
-            overlays = root / "overlays" / task / f"{ref.name}.zarr"
-            render_frames(index_file, frames, size)
-            render_paths(index_file, paths_file, overlays, size, Style())
-            inputs.append(EpisodeInput(index_file, frames, None if layout == "rgb" else overlays))
-    out = root / f"oracle-{layout}.zarr"
-    consolidate(out, inputs, layout=layout, source="oracle")
-    return out
+    return synthetic.write_store(
+        root, layout, size, tasks=tasks, per_task=episodes, every=every, step=step
+    )

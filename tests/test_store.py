@@ -16,7 +16,7 @@ import zarr
 from overlayflow import store
 from overlayflow.episodes import Episode, write_index
 from overlayflow.overlay import Style
-from overlayflow.render import render_frames, render_paths, write_previews
+from overlayflow.render import episode_ref, render_frames, render_paths, write_previews
 from overlayflow.sources import oracle_records, write_episode_paths
 from overlayflow.store import EpisodeInput, StoreError
 
@@ -60,7 +60,7 @@ def test_parts_hold_the_episode(parts):
     n = index["samples"]
     assert attrs["image_size"] == list(SIZE)
     assert frames["rgb"].shape == (n, 3, *SIZE) and frames["rgb"].dtype == np.uint8
-    with Episode(_ref(index), "head_camera") as episode:
+    with Episode(episode_ref(index), "head_camera") as episode:
         state, action = episode.state_action("next")
     np.testing.assert_array_equal(frames["state"][...], state.astype(np.float32))
     np.testing.assert_array_equal(frames["action"][...], action.astype(np.float32))
@@ -74,12 +74,6 @@ def test_parts_hold_the_episode(parts):
     # The path-only image has path pixels, and the overlay differs from the frame.
     assert paths["path"][0].any()
     assert (paths["overlay"][0] != frames["rgb"][0]).any()
-
-
-def _ref(index):
-    from overlayflow.render import _ref
-
-    return _ref(index)
 
 
 @pytest.mark.parametrize("layout", store.LAYOUTS)

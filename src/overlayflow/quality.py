@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 
 from overlayflow.paths import Status
-from overlayflow.render import _ref, target_visibility
+from overlayflow.render import episode_ref, target_visibility
 
 # The summary's loader: the same checks, and the same error messages, for the same files.
 from overlayflow.summary import _load, per_frame_quality
@@ -179,7 +179,7 @@ def _visibility(episodes: pd.DataFrame, index_files: Sequence[str | FsPath]) -> 
                     f"{index['frames']}: the path file and the index must describe the same "
                     "episode"
                 )
-            known = target_visibility(_ref(index), index["camera"], n).astype(np.float64)
+            known = target_visibility(episode_ref(index), index["camera"], n).astype(np.float64)
             visible[: len(known)] = known
         parts.append(
             pd.DataFrame(

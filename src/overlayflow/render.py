@@ -29,8 +29,8 @@ from overlayflow.store import PATH_STATUS, read_part, write_part
 log = logging.getLogger(__name__)
 
 
-def _ref(index: dict[str, Any]) -> EpisodeRef:
-    # file = <root>/<task>/<setting>/data/<episode>.hdf5
+def episode_ref(index: dict[str, Any]) -> EpisodeRef:
+    """Where the episode of an index record is (its ``file`` is <root>/<task>/<setting>/data/...)."""
     root = Path(index["file"]).parents[3]
     return EpisodeRef(root, index["task"], index["setting"], episode_index(index["episode"]))
 
@@ -49,7 +49,7 @@ def target_visibility(ref: EpisodeRef, camera: str, n: int) -> np.ndarray:
 def render_frames(index_file: str | Path, out: str | Path, size: tuple[int, int]) -> int:
     """Write the frames part of the episode of ``index_file``; returns the number of samples."""
     index = json.loads(Path(index_file).read_text())
-    ref = _ref(index)
+    ref = episode_ref(index)
     n = index["samples"]
     height, width = size
     rgb = np.empty((n, 3, height, width), np.uint8)
@@ -88,7 +88,7 @@ def render_paths(
             f"{index['file']}; rerun the path stage for this episode"
         )
     records = paths["records"][:n]
-    with Episode(_ref(index), index["camera"]) as episode:
+    with Episode(episode_ref(index), index["camera"]) as episode:
         frames = (episode.frame(i) for i in range(n))
         images = overlay.render_episode(frames, records, size=size, style=style)
     status = np.array([PATH_STATUS[r["status"]] for r in records], np.uint8)

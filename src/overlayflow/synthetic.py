@@ -494,3 +494,63 @@ __all__ = [
     "write_episode",
     "write_task",
 ]
+
+
+def write_oracle_episodes(
+    root: str | Path,
+    tasks: tuple[str, ...],
+    per_task: int,
+    *,
+    setting: str = "s",
+    camera: str = "head_camera",
+    every: int = 1,
+    step: float = 0.02,
+) -> list[tuple[Path, Path]]:
+    """Synthetic episodes under ``root/data`` with their index and oracle path files, as the
+    workflow writes them (``root/episodes/...``, ``root/paths/...``); returns (index, paths)
+    file pairs. For benchmarks and tests that need the stages before rendering."""
+    from overlayflow.episodes import EpisodeRef, write_index
+    from overlayflow.sources import oracle_records, write_episode_paths
+
+    root = Path(root)
+    files = []
+    for k, task in enumerate(tasks):
+        write_task(
+            root / "data", task, per_task, setting=setting, seed=k, cameras=(camera,), step=step
+        )
+        for i in range(per_task):
+            ref = EpisodeRef(root / "data", task, setting, i)
+            index_file = root / "episodes" / task / f"{ref.name}.json"
+            index = write_index(root / "data", task, setting, ref.name, camera, "next", index_file)
+            records, _ = oracle_records(ref, camera, every, (TIP_OFFSET, 0, 0), 0.004)
+            paths_file = root / "paths" / task / f"{ref.name}.json"
+            write_episode_paths(paths_file, "oracle", "oracle", index, records, every)
+            files.append((index_file, paths_file))
+    return files
+
+
+def write_store(
+    root: str | Path,
+    layout: str = "overlay",
+    size: tuple[int, int] = (224, 224),
+    **episodes,
+) -> Path:
+    """A dataset store of oracle paths on synthetic episodes, made by the workflow's own
+    functions (`write_oracle_episodes` → render parts → consolidate): ``root/oracle-{layout}.zarr``.
+    ``episodes`` are `write_oracle_episodes`' arguments."""
+    from overlayflow.overlay import Style
+    from overlayflow.render import render_frames, render_paths
+    from overlayflow.store import EpisodeInput, consolidate
+
+    root = Path(root)
+    inputs = []
+    for index_file, paths_file in write_oracle_episodes(root, **episodes):
+        task, name = index_file.parent.name, index_file.stem
+        frames = root / "frames" / task / f"{name}.zarr"
+        overlays = root / "overlays" / task / f"{name}.zarr"
+        render_frames(index_file, frames, size)
+        render_paths(index_file, paths_file, overlays, size, Style())
+        inputs.append(EpisodeInput(index_file, frames, None if layout == "rgb" else overlays))
+    out = root / f"oracle-{layout}.zarr"
+    consolidate(out, inputs, layout=layout, source="oracle")
+    return out
