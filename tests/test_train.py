@@ -19,7 +19,14 @@ from overlayflow import train as tr
 from overlayflow.dataset import OverlayDataset
 from overlayflow.evaluate import write_evaluation
 
-TINY = {"image_size": 32, "n_layers": 1, "width": 32, "heads": 2, "shared_encoder": True}
+TINY = {
+    "image_size": 32,
+    "n_layers": 1,
+    "width": 32,
+    "heads": 2,
+    "shared_encoder": True,
+    "backbone": "resnet10t",
+}
 
 
 def settings(**overrides):
@@ -226,7 +233,7 @@ def test_overfits_one_episode(tmp_path):
         val_ratio=0.0,
         checkpoint_every=600,
         log_every=25,
-        policy={**TINY, "augment": False, "width": 64, "backbone": "resnet10t"},
+        policy={**TINY, "augment": False, "width": 64},
     )
     tr.train(store, tmp_path / "run", s)
     loss = pd.read_csv(tmp_path / "run" / "metrics.csv")["loss"]
