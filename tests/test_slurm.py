@@ -1,6 +1,7 @@
 """profiles/slurm on a real one-node SLURM cluster (ci/slurm/up.sh): the workflow runs to the end,
-the GPU rules run as SLURM jobs in the GPU partition with a GPU allocated, and a failing GPU job
-fails the run with its log named.
+the GPU rules run as SLURM jobs in the GPU partition with a GPU allocated, a failing GPU job
+fails the run with its log named, and a training signalled before its time limit checkpoints and
+its retry resumes.
 
 The partitions, GPUs, groups and retries are the profile's own; only test-sized overrides go on
 the command line: the config, hardware sizes (memory, CPUs, threads) and status polling. Needs
@@ -26,6 +27,7 @@ from conftest import REPO, run_snakemake, snakemake_cmd
 from test_workflow import TINY, TINY_TRAINING, write_config
 
 from overlayflow import synthetic
+from overlayflow import train as train_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
@@ -96,8 +98,11 @@ def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_slurm(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    """Snakemake with the SLURM profile; leftover jobs are cancelled whatever happens."""
+def run_slurm(
+    workdir: Path, config: Path, *args: str, settings: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Snakemake with the SLURM profile (resources from ``settings``, by default the profile's);
+    leftover jobs are cancelled whatever happens."""
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     command = [
@@ -133,7 +138,7 @@ def run_slurm(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
         # that finds no job finished (checks at +1, +12, +33 s ...).
         "--slurm-init-seconds-before-status-checks",
         "1",
-        *resource_overrides(profile()),
+        *resource_overrides(settings or profile()),
     ]
     try:
         return subprocess.run(
@@ -192,10 +197,14 @@ def cluster(tmp_path_factory):
 
 def job_environment(log: Path) -> dict[str, str]:
     """The `environment:` line every job log starts with (overlayflow.logs.script_log)."""
-    for line in log.read_text().splitlines():
+    return job_environment_of(log.read_text(), str(log))
+
+
+def job_environment_of(text: str, name: str = "the log") -> dict[str, str]:
+    for line in text.splitlines():
         if "overlayflow.job: environment:" in line:
             return dict(re.findall(r"(\w+)=(\S*)", line.split("environment:", 1)[1]))
-    raise AssertionError(f"{log} has no 'environment:' line:\n{tail(log.read_text(), 10)}")
+    raise AssertionError(f"{name} has no 'environment:' line:\n{tail(text, 10)}")
 
 
 def test_workflow_runs_with_gpu_jobs_on_slurm(cluster, tmp_path):
@@ -312,3 +321,61 @@ def test_a_failing_gpu_job_fails_the_run_and_names_its_log(cluster, tmp_path):
     log = (tmp_path / "logs/paths/broken/shard0.log").read_text()
     assert "server 'false" in log and "exited" in log, tail(log, 20)
     assert not (tmp_path / shard).exists()
+
+
+def test_training_checkpoints_before_the_time_limit_and_the_retry_resumes(cluster, tmp_path):
+    """The profile's `--signal=USR1@<s>` on the train rule, with a 1-minute limit and the signal
+    45 s before it: SLURM signals the job, the training writes latest.pt and fails, and the
+    profile's retry resumes from that step (and is signalled in turn: the steps never run out)."""
+    settings = profile()
+    train = settings["set-resources"]["train"]
+    assert "--signal=USR1@" in train["slurm_extra"], train
+    # Only the signal may write latest.pt: periodic checkpoints and validation never come.
+    never = 10**6
+    config = {
+        **TINY,
+        "data": {"tasks": ["place_block"], "episodes": 2},
+        "paths": {"sources": {"oracle": {"kind": "oracle"}}},
+        "datasets": {"sources": ["oracle"], "layouts": ["rgb"]},
+        "train": {
+            **TINY_TRAINING["train"],
+            "steps": never,
+            "checkpoint_every": never,
+            "val_every": never,
+            "log_every": 50,
+        },
+        "experiments": {"rgb": {"layout": "rgb", "memory": "current"}},
+    }
+    path = write_config(tmp_path, config)
+    # The dataset is made locally: only the training matters here.
+    local = run_snakemake(
+        tmp_path, "results/datasets/rgb.zarr", "--cores", "2", "--configfile", str(path)
+    )
+    assert local.returncode == 0, tail(local.stderr)
+    # SLURM sends the signal within ~30 s of it falling due (its timer's period), so 45 s before
+    # a 1-minute limit gives the training 15 s to start and the signal time to arrive.
+    limited = {**train, "runtime": 1, "slurm_extra": "'--signal=USR1@45'"}
+    settings["set-resources"]["train"] = limited
+    result = run_slurm(tmp_path, path, "results/train/rgb/model.pt", settings=settings)
+    output = result.stdout + result.stderr
+    assert result.returncode not in (0, 124), tail(output)
+    assert "logs/train/rgb.log" in output, tail(output, 80)
+
+    logs = sorted(
+        (tmp_path / ".snakemake/slurm_logs/rule_train").rglob("*.log"), key=lambda p: int(p.stem)
+    )
+    attempts = [log.read_text() for log in logs]
+    assert len(attempts) == 2, f"expected a job and its retry, got {[str(p) for p in logs]}"
+    stopped_at = []
+    for text in attempts:
+        env = job_environment_of(text)
+        assert env.get("SLURM_JOB_PARTITION") == train["slurm_partition"], env
+        match = re.search(r"Interrupted: SIGUSR1 at step (\d+)/", text)
+        assert match, tail(text, 30)
+        stopped_at.append(int(match[1]))
+    first, second = attempts
+    assert f"steps 0 → {never}" in first, tail(first, 30)
+    assert f"steps {stopped_at[0]} → {never}" in second, tail(second, 30)
+    assert 0 < stopped_at[0] < stopped_at[1], stopped_at
+    latest = train_module.load_checkpoint(tmp_path / "results/train/rgb/latest.pt")
+    assert latest["step"] == stopped_at[1]
