@@ -494,12 +494,32 @@ def run_shard(
     }
 
 
-def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]]:
+def launch_blocked() -> str:
+    """Why this process must not launch a VLM server ("" if it may): a SLURM job given no GPU.
+
+    Such a job (a per-episode job on the CPU partition) would load the model on a CPU node.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and not os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+        partition = os.environ.get("SLURM_JOB_PARTITION", "?")
+        return f"this SLURM job ({job}, partition {partition}) has no GPU"
+    return ""
+
+
+class MissingAnswers(RuntimeError):
+    """An episode's frames lack answers and no server may be started here to ask them."""
+
+
+def vlm_records(
+    source: VLMSource, index: dict[str, Any], target: str = "the episode's path file"
+) -> list[dict[str, Any]]:
     """An episode's per-frame records from the journal; missing frames are asked first.
 
     After its shard has run, nothing is missing and no server starts, unless some frames were
     journaled as ``http_error``. A targeted rerun after a change (or journal loss) asks only this
-    episode's missing frames, on a server launched on a free port (or the configured URLs).
+    episode's missing frames, on a server launched on a free port (or the configured URLs) —
+    except in a SLURM job without a GPU (`launch_blocked`), which raises `MissingAnswers` saying
+    how to ask them on a GPU node (``target`` is the output to name in that command).
     """
     journal = source.journal(index["task"], index["episode"])
     keys = frame_keys(source, index)
@@ -507,6 +527,17 @@ def vlm_records(source: VLMSource, index: dict[str, Any]) -> list[dict[str, Any]
     jobs = _missing(index, keys, answered)
     if jobs:
         what = f"{source.name} {index['task']}/{index['episode']}"
+        blocked = "" if source.urls else launch_blocked()
+        if blocked:
+            failed = sum(job.key in answered for job in jobs)
+            raise MissingAnswers(
+                f"{what}: {len(jobs)} asked frames have no answer in the journal "
+                f"({failed} failed before, e.g. http_error; {len(jobs) - failed} never asked), "
+                f"and {blocked} to launch {source.launch!r} on. Ask them on a GPU node: "
+                "snakemake --profile profiles/slurm --set-resources "
+                "path_episode:slurm_partition=gpu path_episode:gpu=1 "
+                f"--forcerun path_episode {target}"
+            )
         specs = (
             [ServerSpec(url=u) for u in source.urls[0]]
             if source.urls
@@ -656,6 +687,6 @@ def episode_job(
             ref, index["camera"], settings["every"], settings["tool_offset"], settings["simplify"]
         )
     else:
-        records = vlm_records(vlm_source(name, settings, journal_dir), index)
+        records = vlm_records(vlm_source(name, settings, journal_dir), index, str(output))
     data = write_episode_paths(output, name, settings["kind"], index, records, settings["every"])
     log.info("%s %s/%s: %s", name, index["task"], index["episode"], data["counts"])
