@@ -202,6 +202,8 @@ def test_outputs_and_evaluation(store, tmp_path):
     assert {"step", "loss", "loss_flow", "loss_consistency", "lr", "grad_norm", "val_loss"} <= set(
         rows
     )
+    # Validated and saved at the same step: best.pt is latest.pt, not a second copy.
+    assert (tmp_path / "best.pt").samefile(tmp_path / "latest.pt")
     model = tr.load_checkpoint(tmp_path / "model.pt")
     assert model["split"]["val"] and not set(model["split"]["val"]) & set(model["split"]["train"])
 
@@ -214,6 +216,17 @@ def test_outputs_and_evaluation(store, tmp_path):
     assert summary["visible"]["windows"] + summary["occluded"]["windows"] == 12
     assert summary["all"]["mse"] == pytest.approx(windows["mse"].mean())
     assert summary["by_task"]["place_block"]["windows"] == 12
+
+
+def test_best_stays_when_latest_moves_on(tmp_path):
+    latest, best = tmp_path / "latest.pt", tmp_path / "best.pt"
+    tr._atomic_save({"step": 1}, latest)
+    tr._atomic_link(latest, best)
+    assert best.samefile(latest)
+    tr._atomic_save({"step": 2}, latest)
+    assert torch.load(best, weights_only=True) == {"step": 1}
+    assert torch.load(latest, weights_only=True) == {"step": 2}
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.slow

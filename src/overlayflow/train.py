@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -162,6 +163,17 @@ def _atomic_save(obj: Mapping[str, Any], path: Path) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_link(source: Path, path: Path) -> None:
+    """``path`` becomes the file ``source`` is (a hard link; a copy where links are not allowed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
     os.replace(tmp, path)
 
 
@@ -450,15 +462,22 @@ def train(
                 val = validation_loss(policy, val_loader, device, settings.val_batches)
                 row = {**row, "step": step, "val_loss": val}
                 log.info("step %d: validation loss %.4f (best %.4f)", step, val, best_val)
-                if val < best_val:
-                    best_val = val
-                    checkpoint(out_dir / "best.pt")
+                is_best, best_val = val < best_val, min(val, best_val)
+            else:
+                is_best = False
             if row:
                 metrics.write(row)
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            stopping = received["signal"] is not None
+            saved = stopping or step % settings.checkpoint_every == 0 or step == settings.steps
+            if saved:
                 checkpoint(latest)
-            if received["signal"] is not None:
-                checkpoint(latest)
+            if is_best and saved:
+                # The same checkpoint twice costs no space: best.pt is a link to latest.pt
+                # (which later saves replace, leaving best.pt as it is).
+                _atomic_link(latest, out_dir / "best.pt")
+            elif is_best:
+                checkpoint(out_dir / "best.pt")
+            if stopping:
                 metrics.close()
                 name = signal.Signals(received["signal"]).name
                 raise Interrupted(
@@ -466,8 +485,11 @@ def train(
                     "command (or rerun the workflow) to resume from it"
                 )
     metrics.close()
-    if not (out_dir / "best.pt").exists():
-        checkpoint(out_dir / "best.pt")
+    if not (out_dir / "best.pt").exists():  # no validation: the last step is the best known
+        if latest.exists():
+            _atomic_link(latest, out_dir / "best.pt")
+        else:
+            checkpoint(out_dir / "best.pt")
     _atomic_save(
         {
             "format": FORMAT,
