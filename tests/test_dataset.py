@@ -215,29 +215,96 @@ def test_sequence_indices_errors() -> None:
 # split_episodes -----------------------------------------------------------------------------------
 
 
+def one_task(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int32)
+
+
+SIX_TASKS = np.repeat(np.arange(6, dtype=np.int32), 50)  # the real config: 6 tasks × 50 episodes
+
+
 def test_split_is_reproducible_disjoint_and_complete() -> None:
-    train, val = split_episodes(50, 0.2, seed=3)
-    again_train, again_val = split_episodes(50, 0.2, seed=3)
+    train, val = split_episodes(50, 0.2, seed=3, task_ids=one_task(50))
+    again_train, again_val = split_episodes(50, 0.2, seed=3, task_ids=one_task(50))
     np.testing.assert_array_equal(train, again_train)
     np.testing.assert_array_equal(val, again_val)
     assert train.dtype == val.dtype == np.int64
     assert len(val) == 10
     assert not set(train) & set(val)
     assert sorted([*train, *val]) == list(range(50))
-    assert not np.array_equal(val, split_episodes(50, 0.2, seed=4)[1])
+    assert not np.array_equal(val, split_episodes(50, 0.2, seed=4, task_ids=one_task(50))[1])
 
 
 def test_split_golden_and_edge_sizes() -> None:
-    # Diffusion Policy's get_val_mask draw: default_rng(seed).choice(n, n_val, replace=False).
-    assert [a.tolist() for a in split_episodes(10, 0.2, seed=0)] == [
+    # One task: Diffusion Policy's get_val_mask draw, default_rng(seed).choice(n, n_val, replace=False).
+    assert [a.tolist() for a in split_episodes(10, 0.2, 0, one_task(10))] == [
         [0, 1, 2, 3, 4, 5, 8, 9],
         [6, 7],
     ]
-    assert len(split_episodes(50, 0.02, seed=0)[1]) == 1
-    assert len(split_episodes(3, 0.001, seed=0)[1]) == 1  # at least one val episode
-    assert [len(a) for a in split_episodes(2, 0.99, seed=0)] == [1, 1]  # at least one train
-    assert [len(a) for a in split_episodes(1, 0.5, seed=0)] == [1, 0]
-    assert [len(a) for a in split_episodes(7, 0.0, seed=0)] == [7, 0]
+    assert len(split_episodes(50, 0.02, 0, one_task(50))[1]) == 1
+    assert len(split_episodes(3, 0.001, 0, one_task(3))[1]) == 1  # at least one val episode
+    assert [len(a) for a in split_episodes(2, 0.99, 0, one_task(2))] == [1, 1]  # one train
+    assert [len(a) for a in split_episodes(1, 0.5, 0, one_task(1))] == [1, 0]
+    assert [len(a) for a in split_episodes(7, 0.0, 0, one_task(7))] == [7, 0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 50])
+@pytest.mark.parametrize("val_ratio", [0.0, 0.02, 0.2, 0.5, 0.99])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_split_one_task_is_the_unstratified_draw(n, val_ratio, seed) -> None:
+    is_val = np.zeros(n, dtype=bool)
+    if val_ratio > 0:
+        n_val = min(max(1, round(n * val_ratio)), n - 1)
+        is_val[np.random.default_rng(seed).choice(n, size=n_val, replace=False)] = True
+    train, val = split_episodes(n, val_ratio, seed, np.full(n, 4))  # the id itself does not matter
+    assert train.tolist() == np.flatnonzero(~is_val).tolist()
+    assert val.tolist() == np.flatnonzero(is_val).tolist()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_split_validates_every_task_of_the_real_config(seed) -> None:
+    train, val = split_episodes(300, 0.02, seed, SIX_TASKS)
+    assert sorted(SIX_TASKS[val].tolist()) == [0, 1, 2, 3, 4, 5]  # exactly one per task
+    assert sorted([*train, *val]) == list(range(300))
+    assert train.dtype == val.dtype == np.int64
+
+
+def test_split_stratified_is_reproducible_and_seeded() -> None:
+    # Interleaved tasks: episodes of a task need not be contiguous.
+    task_ids = np.tile(np.arange(6), 50)
+    train, val = split_episodes(300, 0.1, 5, task_ids)
+    again_train, again_val = split_episodes(300, 0.1, 5, list(task_ids))
+    np.testing.assert_array_equal(train, again_train)
+    np.testing.assert_array_equal(val, again_val)
+    assert np.bincount(task_ids[val]).tolist() == [5] * 6
+    assert not np.array_equal(val, split_episodes(300, 0.1, 6, task_ids)[1])
+    # SIX_TASKS at seed 0: the unstratified draw left tasks 2 and 4 without a val episode.
+    assert split_episodes(300, 0.02, 0, SIX_TASKS)[1].tolist() == [42, 81, 125, 163, 215, 252]
+
+
+@pytest.mark.parametrize("val_ratio", [0.001, 0.3, 0.5, 0.7, 0.99])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_split_keeps_training_episodes_of_every_task(val_ratio, seed) -> None:
+    # Task sizes 1..6, shuffled over the episode indices; task ids need not be 0..k-1.
+    task_ids = np.random.default_rng(seed).permutation(
+        np.repeat([3, 9, 11, 20, 21, 40], range(1, 7))
+    )
+    train, val = split_episodes(len(task_ids), val_ratio, seed, task_ids)
+    assert sorted([*train, *val]) == list(range(len(task_ids)))
+    for task, size in zip([3, 9, 11, 20, 21, 40], range(1, 7), strict=True):
+        n_val = int((task_ids[val] == task).sum())
+        assert (task_ids[train] == task).sum() >= 1  # no task loses all its training episodes
+        expected = 0 if size == 1 else min(max(1, round(size * val_ratio)), size - 1)
+        assert n_val == expected, (task, size)
+
+
+def test_split_single_episode_tasks_stay_in_training() -> None:
+    task_ids = np.array([0, 1, 1, 1, 2, 3, 3])  # tasks 0 and 2 have one episode each
+    for seed in range(10):
+        train, val = split_episodes(7, 0.5, seed, task_ids)
+        assert {0, 4} <= set(train.tolist())
+        # Task 1: round(3 * 0.5) = 2 of 3; task 3: round(2 * 0.5) = 1 of 2.
+        assert sorted(task_ids[val].tolist()) == [1, 1, 3]
+    assert [a.tolist() for a in split_episodes(3, 0.9, 0, [0, 1, 2])] == [[0, 1, 2], []]
 
 
 @pytest.mark.parametrize(
@@ -253,7 +320,23 @@ def test_split_golden_and_edge_sizes() -> None:
 )
 def test_split_errors(args, message) -> None:
     with pytest.raises(ValueError, match=message):
-        split_episodes(*args)
+        split_episodes(*args, task_ids=one_task(10))
+
+
+@pytest.mark.parametrize(
+    ("task_ids", "message"),
+    [
+        (one_task(9), r"`task_ids` must have one entry per episode: 10 \(`n_episodes`\)\. Got 9"),
+        (one_task(11), r"`task_ids` must have one entry per episode: 10 \(`n_episodes`\)\. Got 11"),
+        ([], r"`task_ids` must have one entry per episode: 10 \(`n_episodes`\)\. Got 0"),
+        (np.zeros(10), r"`task_ids` must be a 1-D sequence of integer task ids.*Got float64"),
+        (np.zeros((2, 5), dtype=int), r"`task_ids` must be a 1-D sequence.*shape \(2, 5\)"),
+        (["a"] * 10, r"`task_ids` must be a 1-D sequence of integer task ids"),
+    ],
+)
+def test_split_task_id_errors(task_ids, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_episodes(10, 0.1, 0, task_ids)
 
 
 # LimitsNormalizer ---------------------------------------------------------------------------------

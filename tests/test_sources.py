@@ -181,7 +181,7 @@ def test_a_slurm_job_without_a_gpu_launches_no_server_and_says_how(tmp_path, ind
     assert f"place_block/episode0: {missing} asked frames" in message
     assert f"{missing} failed before" in message and "0 never asked" in message
     assert "SLURM job (42, partition cpu) has no GPU" in message
-    assert f"path_episode:gpu=1 --forcerun path_episode {target}" in message
+    assert f"path_episode:gpu=1 --force -- {target}" in message
     assert not marker.exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -135,18 +136,21 @@ from overlayflow.logs import configure
 from overlayflow.train import train
 configure()
 train(sys.argv[1], sys.argv[2], {"steps": 100000, "batch_size": 8, "val_ratio": 0.34,
-      "val_every": 100000, "checkpoint_every": 100000, "log_every": 1, "num_workers": 0,
-      "device": "cpu", "policy": json.loads(sys.argv[3])})
+      "val_every": 100000, "checkpoint_every": 100000, "log_every": 1,
+      "num_workers": int(sys.argv[4]), "device": "cpu", "policy": json.loads(sys.argv[3])})
 """
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_training_process_leaves_a_loadable_latest(store, tmp_path):
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGTERM, 0), (signal.SIGUSR1, 2)])
+def test_a_signal_to_the_training_processes_leaves_a_loadable_latest(store, tmp_path, sig, workers):
+    """Sent to the whole process group, DataLoader workers included, as SLURM signals a step."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_FOREVER, str(store), str(out), json.dumps(TINY)],
+        [sys.executable, "-c", TRAIN_FOREVER, str(store), str(out), json.dumps(TINY), str(workers)],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -154,12 +158,12 @@ def test_sigterm_to_a_training_process_leaves_a_loadable_latest(store, tmp_path)
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode != 0
-    assert "Interrupted" in err and "run the same command" in err
+    assert f"Interrupted: {sig.name} at step" in err and "run the same command" in err, err[-2000:]
     ckpt = tr.load_checkpoint(out / "latest.pt")
     assert ckpt["step"] >= 1 and ckpt["format_version"] == tr.FORMAT_VERSION
     policy, _ = tr.load_policy(out / "latest.pt")

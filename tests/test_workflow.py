@@ -223,6 +223,24 @@ def test_default_config_dry_run(tmp_path):
     }
 
 
+def test_experiment_names_may_hold_dots_and_pluses(tmp_path):
+    """The schema allows [A-Za-z0-9_.+-]: the names are escaped in the wildcard constraint (as a
+    regex, `ov+mem.v2` would not even match itself)."""
+    experiment = {"layout": "overlay", "source": "oracle"}
+    cfg = write_config(tmp_path, {"experiments": {"ov+mem.v2": experiment}})
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        str(cfg),
+        "--",
+        "results/eval/ov+mem.v2.json",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output: results/train/ov+mem.v2/model.pt" in result.stdout
+
+
 def test_wrong_config_type_fails_at_parse_time(tmp_path):
     cfg = write_config(tmp_path, {"data": {"episodes": "many"}})
     result = run_snakemake(tmp_path, "-n", "--configfile", str(cfg))
@@ -277,11 +295,15 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
             height=24,
             step=0.3,
         )
+    # As in a checkout: the Snakefile's own config/config.yaml (the demo) is there to be replaced.
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", tmp_path / "config/config.yaml")
     result = run_snakemake(
         tmp_path,
         "-n",
         "--configfile",
         str(REPO / "config/robotwin2.yaml"),
+        "--replace-workflow-config",
         "--config",
         f"data={{root: {root}}}",
     )
@@ -317,6 +339,7 @@ def test_robotwin2_config_dry_run_lists_every_job(tmp_path):
         f"data={{root: {root}}}",
     )
     assert slurm.returncode == 0, slurm.stderr[-3000:]
+    assert jobs(slurm.stdout) == jobs(result.stdout)  # the same workflow: no demo experiments
     rules = re.split(r"\n(?=\s*rule \w+:)", slurm.stdout)
 
     def resources(rule):

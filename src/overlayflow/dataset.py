@@ -136,12 +136,21 @@ def sequence_indices(
     return np.stack([buffer_start, buffer_end, sample_start, sample_end], axis=1).astype(np.int64)
 
 
-def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split episode indices ``0..n_episodes-1`` into sorted ``(train, val)`` int64 arrays.
+def split_episodes(
+    n_episodes: int, val_ratio: float, seed: int, task_ids: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split episode indices ``0..n_episodes-1`` by task into sorted ``(train, val)`` int64 arrays.
 
-    ``round(n_episodes * val_ratio)`` episodes go to validation, at least one when ``val_ratio > 0``
-    and at least one always stays for training. The draw is Diffusion Policy's ``get_val_mask``
-    (``np.random.default_rng(seed).choice``), so a seed gives the same split as there.
+    ``task_ids[i]`` is the task of episode ``i`` (the store's ``meta/task_id``). The split is
+    stratified: of the ``n_task`` episodes of each task, ``round(n_task * val_ratio)`` go to
+    validation, at least one when ``val_ratio > 0`` and the task has two or more episodes, and at
+    least one always stays for training (a task with a single episode keeps it for training). So
+    every task with two or more episodes is validated on, whatever the draw.
+
+    One ``np.random.default_rng(seed)`` draws ``choice(n_task, n_val, replace=False)`` for each task
+    in increasing task id order, over that task's episodes in index order. With a single task this
+    is exactly the unstratified draw of Diffusion Policy's ``get_val_mask``, so a seed gives the
+    same split as there (and as this function before stratification).
     """
     n = _check_int("n_episodes", n_episodes, 1)
     if isinstance(val_ratio, bool) or not isinstance(val_ratio, int | float | np.floating):
@@ -149,10 +158,26 @@ def split_episodes(n_episodes: int, val_ratio: float, seed: int) -> tuple[np.nda
     if not 0 <= val_ratio < 1:
         raise ValueError(f"`val_ratio` must be in [0, 1). Got {val_ratio!r}.")
     seed = _check_int("seed", seed, 0)
+    tasks = np.asarray(task_ids)
+    if tasks.ndim != 1 or not (np.issubdtype(tasks.dtype, np.integer) or tasks.size == 0):
+        raise ValueError(
+            f"`task_ids` must be a 1-D sequence of integer task ids, one per episode. "
+            f"Got {tasks.dtype} array of shape {tasks.shape}."
+        )
+    if len(tasks) != n:
+        raise ValueError(
+            f"`task_ids` must have one entry per episode: {n} (`n_episodes`). Got {len(tasks)}."
+        )
     is_val = np.zeros(n, dtype=bool)
     if val_ratio > 0:
-        n_val = min(max(1, round(n * val_ratio)), n - 1)
-        is_val[np.random.default_rng(seed).choice(n, size=n_val, replace=False)] = True
+        rng = np.random.default_rng(seed)
+        for task in np.unique(tasks):
+            episodes = np.flatnonzero(tasks == task)
+            n_task = len(episodes)
+            if n_task < 2:
+                continue
+            n_val = min(max(1, round(n_task * val_ratio)), n_task - 1)
+            is_val[episodes[rng.choice(n_task, size=n_val, replace=False)]] = True
     return np.flatnonzero(~is_val).astype(np.int64), np.flatnonzero(is_val).astype(np.int64)
 
 
@@ -298,7 +323,7 @@ def images_to_float(x: torch.Tensor) -> torch.Tensor:
 class OverlayDataset(Dataset):
     """Windows of a dataset store as training samples.
 
-    ``OverlayDataset(store, horizon=16, n_obs_steps=2, n_action_steps=8)``: one sample per window of
+    ``OverlayDataset(store, horizon=16, n_obs_steps=2, n_action_steps=15)``: one sample per window of
     `sequence_indices` (``sequence_length = horizon``, ``pad_before = n_obs_steps - 1``,
     ``pad_after = n_action_steps - 1``) over the chosen ``episodes`` (store indices; None = all).
     With To = n_obs_steps, a sample is a dict of tensors::
@@ -487,6 +512,18 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def worker_context(num_workers: int) -> str | None:
+    """The start method of DataLoader workers: fork on Linux.
+
+    Workers start at once, share the in-memory arrays copy-on-write and do not re-run `__main__`
+    (spawn and forkserver would, and a Snakemake script has no main guard). It is safe with zarr
+    because the dataset holds no store handle across the fork (each process opens its own) and
+    zarr-python resets its IO loop and thread in the child (register_at_fork). Pinned explicitly
+    because Python 3.14 makes forkserver the default.
+    """
+    return "fork" if num_workers > 0 and sys.platform.startswith("linux") else None
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -511,12 +548,6 @@ def make_loader(
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(int(sampler_seed)))
     else:
         sampler = SequentialSampler(dataset)
-    # fork on Linux: workers start at once, share the in-memory arrays copy-on-write and do not
-    # re-run `__main__` (spawn and forkserver would, and a Snakemake script has no main guard). It
-    # is safe with zarr because the dataset holds no store handle across the fork (each process
-    # opens its own) and zarr-python resets its IO loop and thread in the child (register_at_fork).
-    # Pinned explicitly because Python 3.14 makes forkserver the default.
-    context = "fork" if num_workers > 0 and sys.platform.startswith("linux") else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -527,5 +558,5 @@ def make_loader(
         persistent_workers=num_workers > 0,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(int(worker_seed)),
-        multiprocessing_context=context,
+        multiprocessing_context=worker_context(num_workers),
     )

@@ -535,8 +535,7 @@ def vlm_records(
                 f"({failed} failed before, e.g. http_error; {len(jobs) - failed} never asked), "
                 f"and {blocked} to launch {source.launch!r} on. Ask them on a GPU node: "
                 "snakemake --profile profiles/slurm --set-resources "
-                "path_episode:slurm_partition=gpu path_episode:gpu=1 "
-                f"--forcerun path_episode {target}"
+                f"path_episode:slurm_partition=gpu path_episode:gpu=1 --force -- {target}"
             )
         specs = (
             [ServerSpec(url=u) for u in source.urls[0]]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from overlayflow.dataset import OverlayDataset, split_episodes
+from overlayflow.dataset import OverlayDataset, seed_worker, split_episodes, worker_context
 from overlayflow.policy import EMA, ManiFlowPolicy, PolicyConfig, autocast, count_parameters
 from overlayflow.store import open_store
 
@@ -46,10 +46,13 @@ log = logging.getLogger(__name__)
 
 FORMAT = "overlayflow.checkpoint"
 FORMAT_VERSION = 1
+# What SLURM sends before a time limit (the profile's --signal) and on preemption.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # Settings that may change between a run and its resumption without invalidating it.
 RESUMABLE = {
     "steps",
     "checkpoint_every",
+    "checkpoint_minutes",
     "log_every",
     "val_every",
     "num_workers",
@@ -81,6 +84,7 @@ class TrainSettings:
     val_batches: int = 8
     val_every: int = 100
     checkpoint_every: int = 100
+    checkpoint_minutes: float = 30.0
     log_every: int = 10
     seed: int = 0
     num_workers: int = 4
@@ -101,6 +105,10 @@ class TrainSettings:
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "log_every"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"`{name}` must be ≥ 1. Got {getattr(settings, name)}.")
+        if not settings.checkpoint_minutes > 0:
+            raise ValueError(
+                f"`checkpoint_minutes` must be > 0. Got {settings.checkpoint_minutes}."
+            )
         if settings.device not in ("auto", "cpu", "cuda") and not settings.device.startswith(
             "cuda:"
         ):
@@ -216,6 +224,17 @@ def load_policy(
     return policy.to_device(device).eval(), ckpt
 
 
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGUSR1.
+
+    SLURM signals every process of the job step: a worker that died of the signal would crash the
+    loop before it checkpoints. The main process records the signal and stops the workers itself.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[dict[str, int | None]]:
     """Record SIGTERM / SIGUSR1 instead of dying, so the loop can checkpoint first."""
@@ -227,7 +246,7 @@ def _stop_on_signals() -> Iterator[dict[str, int | None]]:
             "received %s: checkpointing at the end of this step", signal.Signals(signum).name
         )
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield received
     finally:
@@ -322,7 +341,8 @@ def train(
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
 
-    attrs = dict(open_store(store).attrs)
+    root = open_store(store)
+    attrs = dict(root.attrs)
     tasks = attrs["tasks"]
     policy_config = {**settings.policy, "image_channels": attrs["channels"], "n_tasks": len(tasks)}
     checked = PolicyConfig.from_dict(policy_config)
@@ -332,7 +352,9 @@ def train(
         "n_action_steps": checked.n_action_steps,
         "memory": checked.memory == "initial+current",
     }
-    train_eps, val_eps = split_episodes(len(attrs["episodes"]), settings.val_ratio, settings.seed)
+    train_eps, val_eps = split_episodes(
+        len(attrs["episodes"]), settings.val_ratio, settings.seed, root["meta/task_id"][:]
+    )
     train_set = OverlayDataset(store, episodes=train_eps, **windows)
     val_set = OverlayDataset(store, episodes=val_eps, **windows) if len(val_eps) else None
     normalizer = train_set.action_normalizer().state_dict()
@@ -386,16 +408,21 @@ def train(
         num_workers=settings.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(settings.seed),
+        multiprocessing_context=worker_context(settings.num_workers),
     )
     val_loader = None
     if val_set is not None:
+        val_workers = min(settings.num_workers, 2)
         val_loader = torch.utils.data.DataLoader(
             val_set,
             batch_size=settings.batch_size,
             shuffle=False,
-            num_workers=min(settings.num_workers, 2),
+            num_workers=val_workers,
+            worker_init_fn=_worker_init,
             generator=torch.Generator().manual_seed(settings.seed),
+            multiprocessing_context=worker_context(val_workers),
         )
     log.info(
         "training %s on %s: %d train / %d val samples (%d / %d episodes), %.1f M parameters, "
@@ -415,75 +442,90 @@ def train(
     policy.train()
     started, wait_s, busy_s = time.monotonic(), 0.0, 0.0
     first_step = step
-    batches = iter(loader)
+    saved_at = time.monotonic()
+    # The handlers come first: the workers ignore the signals (`_worker_init`), and one that
+    # arrives while they start is still seen.
     with _stop_on_signals() as received:
-        while step < settings.steps:
-            t0 = time.monotonic()
-            batch = _to_device(next(batches), device)
-            t1 = time.monotonic()
-            with autocast(device):
-                loss, parts = policy.compute_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            ema.update(policy)
-            step += 1
-            t2 = time.monotonic()
-            if step == first_step + 1:
-                # Throughput excludes the first step (worker start-up, lazy initialisation).
-                timed_from = t2
-            wait_s, busy_s = wait_s + (t1 - t0), busy_s + (t2 - t0)
-            row: dict[str, Any] = {}
-            if step % settings.log_every == 0 or step == settings.steps:
-                row = {
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    **{k: float(v) for k, v in parts.items()},
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "data_wait": wait_s / max(busy_s, 1e-9),
-                }
-                rate = (step - first_step) / max(time.monotonic() - started, 1e-9)
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e %.2f steps/s data-wait %.0f%% ETA %.0f s",
-                    step,
-                    settings.steps,
-                    row["loss"],
-                    row["lr"],
-                    rate,
-                    100 * row["data_wait"],
-                    (settings.steps - step) / max(rate, 1e-9),
+        batches = iter(loader)
+        try:
+            while step < settings.steps:
+                t0 = time.monotonic()
+                batch = _to_device(next(batches), device)
+                t1 = time.monotonic()
+                with autocast(device):
+                    loss, parts = policy.compute_loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                ema.update(policy)
+                step += 1
+                t2 = time.monotonic()
+                if step == first_step + 1:
+                    # Throughput excludes the first step (worker start-up, lazy initialisation).
+                    timed_from = t2
+                wait_s, busy_s = wait_s + (t1 - t0), busy_s + (t2 - t0)
+                row: dict[str, Any] = {}
+                if step % settings.log_every == 0 or step == settings.steps:
+                    row = {
+                        "step": step,
+                        "loss": float(loss.detach()),
+                        **{k: float(v) for k, v in parts.items()},
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "data_wait": wait_s / max(busy_s, 1e-9),
+                    }
+                    rate = (step - first_step) / max(time.monotonic() - started, 1e-9)
+                    log.info(
+                        "step %d/%d loss %.4f lr %.2e %.2f steps/s data-wait %.0f%% ETA %.0f s",
+                        step,
+                        settings.steps,
+                        row["loss"],
+                        row["lr"],
+                        rate,
+                        100 * row["data_wait"],
+                        (settings.steps - step) / max(rate, 1e-9),
+                    )
+                if val_loader is not None and (
+                    step % settings.val_every == 0 or step == settings.steps
+                ):
+                    val = validation_loss(policy, val_loader, device, settings.val_batches)
+                    row = {**row, "step": step, "val_loss": val}
+                    log.info("step %d: validation loss %.4f (best %.4f)", step, val, best_val)
+                    is_best, best_val = val < best_val, min(val, best_val)
+                else:
+                    is_best = False
+                if row:
+                    metrics.write(row)
+                stopping = received["signal"] is not None
+                saved = (
+                    stopping
+                    or step % settings.checkpoint_every == 0
+                    or step == settings.steps
+                    # A safety net where no signal comes before the job is killed.
+                    or time.monotonic() - saved_at >= 60 * settings.checkpoint_minutes
                 )
-            if val_loader is not None and (
-                step % settings.val_every == 0 or step == settings.steps
-            ):
-                val = validation_loss(policy, val_loader, device, settings.val_batches)
-                row = {**row, "step": step, "val_loss": val}
-                log.info("step %d: validation loss %.4f (best %.4f)", step, val, best_val)
-                is_best, best_val = val < best_val, min(val, best_val)
-            else:
-                is_best = False
-            if row:
-                metrics.write(row)
-            stopping = received["signal"] is not None
-            saved = stopping or step % settings.checkpoint_every == 0 or step == settings.steps
-            if saved:
-                checkpoint(latest)
-            if is_best and saved:
-                # The same checkpoint twice costs no space: best.pt is a link to latest.pt
-                # (which later saves replace, leaving best.pt as it is).
-                _atomic_link(latest, out_dir / "best.pt")
-            elif is_best:
-                checkpoint(out_dir / "best.pt")
-            if stopping:
-                metrics.close()
-                name = signal.Signals(received["signal"]).name
-                raise Interrupted(
-                    f"{name} at step {step}/{settings.steps}: {latest} written; run the same "
-                    "command (or rerun the workflow) to resume from it"
-                )
+                if saved:
+                    checkpoint(latest)
+                    saved_at = time.monotonic()
+                if is_best and saved:
+                    # The same checkpoint twice costs no space: best.pt is a link to latest.pt
+                    # (which later saves replace, leaving best.pt as it is).
+                    _atomic_link(latest, out_dir / "best.pt")
+                elif is_best:
+                    checkpoint(out_dir / "best.pt")
+                if stopping:
+                    metrics.close()
+                    name = signal.Signals(received["signal"]).name
+                    raise Interrupted(
+                        f"{name} at step {step}/{settings.steps}: {latest} written; run the same "
+                        "command (or rerun the workflow) to resume from it"
+                    )
+        finally:
+            # Stop the workers here: they ignore SIGTERM (`_worker_init`), so the exit of the
+            # interpreter, which terminates leftover workers with it, could not.
+            del batches
     metrics.close()
     if not (out_dir / "best.pt").exists():  # no validation: the last step is the best known
         if latest.exists():

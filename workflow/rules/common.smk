@@ -1,4 +1,16 @@
+import os
+import re
+import sys
 from pathlib import Path
+
+# The package comes from this checkout: Snakemake parses with it, and every job imports it
+# through PYTHONPATH, also in a conda environment or container that does not install it.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+_PATHS = [
+    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SRC
+]
+os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *_PATHS]))
 
 from overlayflow.config import load
 
@@ -23,7 +35,7 @@ def episode_indexes():
 
 
 wildcard_constraints:
-    source="|".join(CFG.paths.sources),
+    source="|".join(map(re.escape, CFG.paths.sources)),
     shard=r"\d+",
 
 
@@ -133,7 +145,7 @@ EXPERIMENTS = CFG.experiments
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS) or "$^",
+    experiment="|".join(map(re.escape, EXPERIMENTS)) or "$^",
 
 
 def experiment_store(wildcards):

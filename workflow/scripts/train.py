@@ -7,7 +7,8 @@ import torch
 from overlayflow.logs import script_log
 from overlayflow.train import train
 
-with script_log(snakemake.log[0]):
+# Appended to: a retry after the time limit resumes, and its log follows the earlier attempts'.
+with script_log(snakemake.log[0], append=True):
     torch.set_num_threads(snakemake.threads)
     train(
         snakemake.input.store,
