@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,87 @@ def test_matrix_expands_to_named_experiments():
 def test_unknown_names_in_the_matrix_fail_at_parse_time(matrix, message):
     with pytest.raises(config.ConfigError, match=message):
         config.load(_with_matrix(matrix), SCHEMA)
+
+
+# Policy settings are checked at parse time (PolicyConfig, torch-free), not when training starts.
+
+
+def _shipped(**extra):
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw.update(extra)
+    return raw
+
+
+def test_unknown_policy_key_fails_at_load():
+    raw = _shipped()
+    raw["train"]["policy"]["n_layer"] = 2
+    with pytest.raises(ConfigError, match=r"config key train\.policy: .*\['n_layer'\].*n_layers"):
+        load(raw, SCHEMA)
+
+
+def test_unknown_policy_key_fails_without_experiments():
+    with pytest.raises(ConfigError, match=r"config key train\.policy: .*\['n_layer'\]"):
+        load({"train": {"policy": {"n_layer": 2}}}, SCHEMA)
+
+
+def test_experiment_policy_override_is_checked_at_load():
+    experiment = {
+        "layout": "overlay",
+        "source": "oracle",
+        "train": {"policy": {"horizon": 16, "n_obs_steps": 2, "n_action_steps": 16}},
+    }
+    with pytest.raises(ConfigError) as info:
+        load(_shipped(experiments={"short": experiment}), SCHEMA)
+    message = str(info.value)
+    assert "experiment 'short'" in message
+    assert "config keys experiments.short.train.policy.n_obs_steps" in message
+    assert "experiments.short.train.policy.n_action_steps" in message
+    assert "16/2/16 gives 15" in message  # PolicyConfig's own reason
+    experiment["train"]["policy"]["n_obs_steps"] = 1
+    assert load(_shipped(experiments={"short": experiment}), SCHEMA).experiments["short"]
+
+
+@pytest.mark.parametrize(
+    ("experiments", "matrix_policy", "message"),
+    [
+        (
+            {"odd": {"layout": "rgb", "train": {"policy": {"n_layer": 2}}}},
+            None,
+            r"config key experiments\.odd\.train\.policy: unknown policy settings \['n_layer'\]",
+        ),
+        (
+            {"odd": {"layout": "rgb", "train": {"policy": [2]}}},
+            None,
+            r"config key experiments\.odd\.train\.policy: expected a mapping",
+        ),
+        (
+            {},
+            {"heads": 5},
+            r"config keys train\.policy\.width, matrix\.train\.policy\.heads: experiment "
+            r"'overlay-mem-oracle-s0' .*`width` must be divisible by `heads` \(5\)",
+        ),
+        (
+            {},
+            {"image_size": 16},
+            r"config key matrix\.train\.policy\.image_size: .*`image_size` must be an integer",
+        ),
+    ],
+)
+def test_bad_policy_settings_name_the_key(experiments, matrix_policy, message):
+    raw = _shipped(experiments=experiments)
+    if matrix_policy is not None:
+        raw["matrix"]["train"] = {"policy": matrix_policy}
+    with pytest.raises(ConfigError, match=message):
+        load(raw, SCHEMA)
+
+
+def test_loading_the_config_does_not_import_torch():
+    code = (
+        "import sys, overlayflow.config\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'numpy'})\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

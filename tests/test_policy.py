@@ -15,6 +15,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from overlayflow import policy as pol
+from overlayflow import policy_config
 from overlayflow.policy import (
     EMA,
     ImageEncoder,
@@ -110,6 +111,7 @@ def test_cond_dims_from_config() -> None:
         ({"shared_encoder": "yes"}, "shared_encoder"),
         ({"image_size": 16}, "image_size"),
         ({"backbone": "vit"}, "backbone"),
+        ({"backbone": ["resnet18"]}, "backbone"),
     ],
 )
 def test_config_errors_name_the_key(overrides, name) -> None:
@@ -126,6 +128,12 @@ def test_config_rejects_overflowing_action_slice() -> None:
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown policy config keys"):
         PolicyConfig.from_dict({"n_layer": 8})
+
+
+def test_config_lives_in_the_torch_free_module() -> None:
+    assert PolicyConfig is policy_config.PolicyConfig
+    assert pol.BACKBONE_FEATURES is policy_config.BACKBONE_FEATURES
+    assert pol.IMAGE_KEYS is policy_config.IMAGE_KEYS
 
 
 # Shapes and sizes

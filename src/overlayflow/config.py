@@ -3,20 +3,25 @@
 ``load(raw, schema)`` fills every default the schema declares, raises :class:`ConfigError` naming
 the config key, what was expected and what was found, and returns a frozen :class:`Config`.
 Parse-time code must stay cheap (every SLURM job re-parses the Snakefile): this module imports no
-HDF5, image or array library.
+HDF5, image, array or tensor library. Every experiment's resolved policy settings are checked here,
+by the torch-free :class:`~overlayflow.policy_config.PolicyConfig`, so a bad ``train.policy`` fails
+when the workflow is parsed rather than when its training job starts.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from overlayflow.policy_config import PolicyConfig
 
 
 class ConfigError(ValueError):
@@ -187,8 +192,57 @@ def expand_matrix(matrix: dict[str, Any], sources: Sequence[str]) -> dict[str, d
     return expanded
 
 
+POLICY_KEYS = frozenset(f.name for f in fields(PolicyConfig))
+
+
+def _check_policy_block(policy: Any, key: str) -> None:
+    """A policy override block: a mapping of PolicyConfig settings only."""
+    if not isinstance(policy, Mapping):
+        raise ConfigError(
+            f"config key {key}: expected a mapping of policy settings. Got {policy!r}."
+        )
+    unknown = sorted(set(policy) - POLICY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"config key {key}: unknown policy settings {unknown}; allowed keys: "
+            f"{sorted(POLICY_KEYS)}"
+        )
+
+
+def _check_policy(
+    name: str,
+    policy: dict[str, Any],
+    origins: dict[str, str],
+    blocks: list[str],
+    layout: str,
+    n_tasks: int,
+) -> None:
+    """Build the PolicyConfig that training will build; its complaint names the config keys.
+
+    The image channels and the number of tasks are filled in as training fills them in from the
+    dataset (store.py: 6 channels for concat6, 3 otherwise; one task id per `data.tasks` entry).
+    ``origins`` maps each policy setting to the config key that set it; the error names those of
+    the settings it mentions, or else ``blocks``, the config keys the settings come from.
+    """
+    resolved = {**policy, "image_channels": 6 if layout == "concat6" else 3, "n_tasks": n_tasks}
+    try:
+        PolicyConfig.from_dict(resolved)
+    except (ValueError, TypeError) as err:
+        named = dict.fromkeys(re.findall(r"`(\w+)`", str(err)))
+        keys = [origins[k] for k in named if k in origins] or blocks
+        where = f"config key {keys[0]}" if len(keys) == 1 else f"config keys {', '.join(keys)}"
+        raise ConfigError(
+            f"{where}: experiment {name!r} has invalid policy settings (train.policy with the "
+            f"experiment's overrides): {err}"
+        ) from err
+
+
 def _experiments(c: dict[str, Any], datasets: dict[str, tuple[str | None, str]]) -> dict:
     experiments = {}
+    _check_policy_block(c["train"]["policy"], "train.policy")
+    _check_policy_block(c["matrix"]["train"].get("policy", {}), "matrix.train.policy")
+    for name, e in c["experiments"].items():
+        _check_policy_block(e["train"].get("policy", {}), f"experiments.{name}.train.policy")
     grid = expand_matrix(c["matrix"], list(c["paths"]["sources"]))
     both = sorted(set(grid) & set(c["experiments"]))
     if both:
@@ -197,6 +251,7 @@ def _experiments(c: dict[str, Any], datasets: dict[str, tuple[str | None, str]])
         )
     for name, e in {**c["experiments"], **grid}.items():
         key = f"config key experiments.{name}"
+        declared = f"experiments.{name}" if name in c["experiments"] else "matrix"
         if e["layout"] == "rgb":
             if "source" in e:
                 raise ConfigError(f"{key}.source: the rgb layout draws no path; remove `source`")
@@ -219,6 +274,13 @@ def _experiments(c: dict[str, Any], datasets: dict[str, tuple[str | None, str]])
         train = {**c["train"], **e["train"], "seed": e["seed"]}
         train["policy"] = {**c["train"]["policy"], **e["train"].get("policy", {})}
         train["policy"]["memory"] = e["memory"]
+        origins = {
+            **{k: f"train.policy.{k}" for k in c["train"]["policy"]},
+            **{k: f"{declared}.train.policy.{k}" for k in e["train"].get("policy", {})},
+            "memory": f"{declared}.memory",
+        }
+        blocks = ["train.policy", f"{declared}.train.policy"]
+        _check_policy(name, train["policy"], origins, blocks, e["layout"], len(c["data"]["tasks"]))
         experiments[name] = ExperimentConfig(
             name, dataset, e["layout"], e.get("source"), e["memory"], e["seed"], train
         )
