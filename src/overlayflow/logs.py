@@ -13,15 +13,12 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure(
-    log_path: str | Path | None = None, level: int = logging.INFO, append: bool = False
-) -> None:
-    """Send log records to stderr and, when given, to ``log_path`` (rewritten, or appended to);
-    every record is flushed."""
+def configure(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Send log records to stderr and, when given, to ``log_path``; every record is flushed."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="a" if append else "w"))
+        handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
 
@@ -33,14 +30,12 @@ def job_environment() -> str:
 
 
 @contextmanager
-def script_log(log_path: str | Path, append: bool = False) -> Iterator[logging.Logger]:
+def script_log(log_path: str | Path) -> Iterator[logging.Logger]:
     """Context of a workflow script: log to its ``log:`` file; an error is logged there, then re-raised.
 
-    The job log then ends with the one-line reason, which is what a user opens first. With
-    ``append``, each attempt adds to the log (a resumed training keeps the story of the earlier
-    ones); every attempt starts with the `environment:` line.
+    The job log then ends with the one-line reason, which is what a user opens first.
     """
-    configure(log_path, append=append)
+    configure(log_path)
     logger = logging.getLogger("overlayflow.job")
     logger.info("environment: %s", job_environment())
     try:

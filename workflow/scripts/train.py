@@ -7,8 +7,7 @@ import torch
 from overlayflow.logs import script_log
 from overlayflow.train import train
 
-# Appended to: a retry after the time limit resumes, and its log follows the earlier attempts'.
-with script_log(snakemake.log[0], append=True):
+with script_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     train(
         snakemake.input.store,
