@@ -325,7 +325,7 @@ def test_a_failing_gpu_job_fails_the_run_and_names_its_log(cluster, tmp_path):
 
 def test_training_checkpoints_before_the_time_limit_and_the_retry_resumes(cluster, tmp_path):
     """The profile's `--signal=USR1@<s>` on the train rule, with a 1-minute limit and the signal
-    45 s before it: SLURM signals the job, the training writes latest.pt and fails, and the
+    40 s before it: SLURM signals the job, the training writes latest.pt and fails, and the
     profile's retry resumes from that step (and is signalled in turn: the steps never run out)."""
     settings = profile()
     train = settings["set-resources"]["train"]
@@ -352,9 +352,10 @@ def test_training_checkpoints_before_the_time_limit_and_the_retry_resumes(cluste
         tmp_path, "results/datasets/rgb.zarr", "--cores", "2", "--configfile", str(path)
     )
     assert local.returncode == 0, tail(local.stderr)
-    # SLURM sends the signal within ~30 s of it falling due (its timer's period), so 45 s before
-    # a 1-minute limit gives the training 15 s to start and the signal time to arrive.
-    limited = {**train, "runtime": 1, "slurm_extra": "'--signal=USR1@45'"}
+    # SLURM sends the signal within ~30 s of it falling due (its timer's period), so 40 s before
+    # a 1-minute limit gives the training 20 s to start (on a busy 2-core machine) and the signal
+    # time to arrive before the limit.
+    limited = {**train, "runtime": 1, "slurm_extra": "'--signal=USR1@40'"}
     settings["set-resources"]["train"] = limited
     result = run_slurm(tmp_path, path, "results/train/rgb/model.pt", settings=settings)
     output = result.stdout + result.stderr
