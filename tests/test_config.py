@@ -217,3 +217,31 @@ def test_loading_the_config_does_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_command_line_strings_are_typed_by_the_schema():
+    """`--config data='{episodes: 2}'` reaches the config as {'episodes': '2'} (Snakemake reads
+    nested values as strings): where the schema wants a number, boolean or null it gets one."""
+    raw = {
+        "data": {"episodes": "2", "setting": "123"},
+        "synthetic": {"enabled": "false", "step": "0.05"},
+        "train": {"steps": "10", "policy": {"n_layers": "1", "shared_encoder": "True"}},
+        "evaluate": {"inference_steps": "null"},
+        "experiments": {"mine": {"layout": "overlay", "source": "oracle"}},
+    }
+    cfg = load(raw, SCHEMA)
+    assert cfg.data.episodes == 2 and cfg.data.setting == "123"
+    assert cfg.synthetic.enabled is False and cfg.synthetic.step == 0.05
+    assert cfg.evaluate["inference_steps"] is None
+    train = cfg.experiments["mine"].train
+    assert train["steps"] == 10
+    assert train["policy"]["n_layers"] == 1 and train["policy"]["shared_encoder"] is True
+    jitter = {"train": {"policy": {"jitter": ["0.1", "0.2", "0.3", "0"]}}}
+    policy = load({**raw, **jitter}, SCHEMA).experiments["mine"].train["policy"]
+    assert policy["jitter"] == [0.1, 0.2, 0.3, 0.0]
+    # Strings the schema takes stay strings; what is no number still fails, naming the key.
+    assert load({"data": {"episodes": "all"}, "synthetic": {"enabled": "false"}}, SCHEMA)
+    with pytest.raises(ConfigError, match=r"data\.episodes"):
+        load({"data": {"episodes": "two"}}, SCHEMA)
+    with pytest.raises(ConfigError, match="n_layers"):
+        load({**raw, "train": {"policy": {"n_layers": "1.5"}}}, SCHEMA)

@@ -241,6 +241,21 @@ def test_experiment_names_may_hold_dots_and_pluses(tmp_path):
     assert "output: results/train/ov+mem.v2/model.pt" in result.stdout
 
 
+def test_nested_command_line_config_takes_numbers(tmp_path):
+    """Snakemake passes `--config data='{episodes: 2}'` on as the string '2': it still works."""
+    result = run_snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        "--config",
+        "data={episodes: 2}",
+        "train={steps: 10, policy: {n_layers: 1}}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs(result.stdout)["index_episode"] == 6  # 3 tasks × 2
+
+
 def test_wrong_config_type_fails_at_parse_time(tmp_path):
     cfg = write_config(tmp_path, {"data": {"episodes": "many"}})
     result = run_snakemake(tmp_path, "-n", "--configfile", str(cfg))

@@ -68,11 +68,70 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     return f"config key {_key(error)}: {message}{expected}"
 
 
+def _branches(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A schema and the alternatives of its oneOf / anyOf."""
+    return [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    types = set()
+    for branch in _branches(schema):
+        kind = branch.get("type", [])
+        types |= {kind} if isinstance(kind, str) else set(kind)
+    return types
+
+
+_SCALARS = (
+    ("integer", int),
+    ("number", float),
+    ("boolean", lambda t: {"true": True, "false": False}[t.lower()]),
+    ("null", lambda t: {"null": None, "~": None}[t.lower()]),
+)
+
+
+def _from_text(value: Any, schema: dict[str, Any]) -> Any:
+    """Command-line values typed by the schema, in place of the strings they arrive as.
+
+    Snakemake reads a nested ``--config data='{episodes: 2}'`` with YAML's base loader, which
+    makes every nested value a string. A string stays one where the schema takes it.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            for branch in _branches(schema):
+                sub = branch.get("properties", {}).get(key, branch.get("additionalProperties"))
+                if isinstance(sub, dict):
+                    value[key] = _from_text(item, sub)
+                    break
+        return value
+    if isinstance(value, list):
+        items = next(
+            (b["items"] for b in _branches(schema) if isinstance(b.get("items"), dict)), {}
+        )
+        return [_from_text(item, items) for item in value]
+    if not isinstance(value, str):
+        return value
+    types = _types(schema)
+    enums = [e for b in _branches(schema) for e in b.get("enum", [])]
+    if ("string" in types and not enums) or value in enums:
+        return value
+    for kind, parse in _SCALARS:
+        if kind in types:
+            try:
+                return parse(value)
+            except (ValueError, KeyError):
+                continue
+    return value
+
+
 def validate(raw: dict[str, Any], schema: str | Path | dict) -> dict[str, Any]:
-    """Fill defaults into a copy of ``raw`` and check it; the first problem raises ConfigError."""
+    """Fill defaults into a copy of ``raw`` and check it; the first problem raises ConfigError.
+
+    Strings where the schema wants a number, boolean or null are converted first (nested
+    ``--config`` values arrive as strings).
+    """
     if not isinstance(schema, dict):
         schema = yaml.safe_load(Path(schema).read_text())
-    filled = copy.deepcopy(dict(raw))
+    filled = _from_text(copy.deepcopy(dict(raw)), schema)
     errors = sorted(_Validator(schema).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -195,8 +254,27 @@ def expand_matrix(matrix: dict[str, Any], sources: Sequence[str]) -> dict[str, d
 POLICY_KEYS = frozenset(f.name for f in fields(PolicyConfig))
 
 
+POLICY_DEFAULTS = {f.name: f.default for f in fields(PolicyConfig)}
+
+
+def _policy_from_text(name: str, value: Any) -> Any:
+    """A policy setting given as a string (nested ``--config``), typed like its default."""
+    default = POLICY_DEFAULTS[name]
+    if isinstance(default, tuple) and isinstance(value, list):
+        return [_typed_like(default[0], v) for v in value] if default else value
+    return _typed_like(default, value)
+
+
+def _typed_like(default: Any, value: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    schema = {"type": {bool: "boolean", int: "integer", float: "number"}.get(type(default), "")}
+    return _from_text(value, schema)
+
+
 def _check_policy_block(policy: Any, key: str) -> None:
-    """A policy override block: a mapping of PolicyConfig settings only."""
+    """A policy override block: a mapping of PolicyConfig settings only (strings from the command
+    line are typed in place)."""
     if not isinstance(policy, Mapping):
         raise ConfigError(
             f"config key {key}: expected a mapping of policy settings. Got {policy!r}."
@@ -207,6 +285,9 @@ def _check_policy_block(policy: Any, key: str) -> None:
             f"config key {key}: unknown policy settings {unknown}; allowed keys: "
             f"{sorted(POLICY_KEYS)}"
         )
+    if isinstance(policy, dict):
+        for name, value in policy.items():
+            policy[name] = _policy_from_text(name, value)
 
 
 def _check_policy(

@@ -1,0 +1,130 @@
+"""The ``overlayflow`` command: one subcommand per verb."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from overlayflow import __version__, logs
+
+log = logging.getLogger("overlayflow")
+
+
+def _synthesize(args: argparse.Namespace) -> None:
+    from overlayflow import synthetic
+
+    for task in args.task:
+        paths = synthetic.write_task(
+            args.root,
+            task,
+            args.episodes,
+            setting=args.setting,
+            seed=args.seed,
+            width=args.width,
+            height=args.height,
+            cameras=tuple(args.camera) if args.camera else synthetic.ALL_CAMERAS,
+            step=args.step,
+        )
+        log.info("wrote %d episode(s) of %s under %s", len(paths), task, args.root)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from overlayflow.episodes import EpisodeRef, episode_index, index_episode
+
+    record = index_episode(
+        EpisodeRef(Path(args.root), args.task, args.setting, episode_index(args.episode)),
+        args.camera,
+        args.action,
+    )
+    json.dump(record, sys.stdout, indent=1)
+    print()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from overlayflow import serve
+
+    serve.main(args)
+
+
+def _export_maniflow(args: argparse.Namespace) -> None:
+    from overlayflow.store import export_maniflow
+
+    summary = export_maniflow(
+        args.store, args.out, image_key=args.image_key, initial_key=args.initial_key
+    )
+    log.info(
+        "wrote %s: %d frames in %d episodes, keys %s",
+        args.out,
+        summary["frames"],
+        summary["episodes"],
+        ", ".join(summary["keys"]),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from overlayflow import serve
+
+    parser = argparse.ArgumentParser(prog="overlayflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"overlayflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synthesize", help="write synthetic episodes in RoboTwin 2.0's layout")
+    p.add_argument("--root", required=True, help="data root (<root>/<task>/<setting>/data/...)")
+    p.add_argument("--task", required=True, action="append", help="task name (repeatable)")
+    p.add_argument("--setting", default="demo_clean")
+    p.add_argument("--episodes", type=int, default=4, help="episodes per task")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--step", type=float, default=0.02, help="metres between saved frames")
+    p.add_argument("--camera", action="append", help="camera to render (repeatable; default all)")
+    p.set_defaults(func=_synthesize)
+
+    p = sub.add_parser("info", help="check one episode and print its index record as JSON")
+    p.add_argument("--root", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--setting", required=True)
+    p.add_argument("--episode", required=True, help="e.g. episode7")
+    p.add_argument("--camera", default="head_camera")
+    p.add_argument("--action", default="next", choices=["next", "same"])
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("serve", help="run the stand-in HAMSTER/PEEK path server")
+    serve.add_arguments(p)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "export-maniflow",
+        help="write a dataset store as a ManiFlow / Diffusion-Policy ReplayBuffer (Zarr format 2)",
+    )
+    p.add_argument("store", help="results/datasets/<dataset>.zarr")
+    p.add_argument("out", help="output .zarr directory (replaced when complete)")
+    p.add_argument("--image-key", default="head_camera", help="data/<key> of the images")
+    p.add_argument(
+        "--initial-key",
+        default=None,
+        help="also write each episode's first image for every frame under data/<key>",
+    )
+    p.set_defaults(func=_export_maniflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from overlayflow.episodes import EpisodeError
+    from overlayflow.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    logs.configure()
+    try:
+        args.func(args)
+    except (EpisodeError, StoreError, ValueError, OSError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

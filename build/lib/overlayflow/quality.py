@@ -1,0 +1,421 @@
+"""The path-quality study of one VLM source against the oracle: where along an episode, and when
+the object is hidden, does the source fail or draw a wrong path?
+
+Inputs: the source's episode path files and the oracle's path files of the same episodes (format
+in ``overlayflow.sources``), and the episodes' index files (``results/episodes/{task}/{episode}
+.json``), which lead to the synthetic demo's ``truth/`` files for per-frame visibility.
+
+`frame_table` has one row per frame of the source's episodes, held frames included, sorted by
+task, episode and frame. Columns, in this order:
+
+``task``, ``episode``, ``frame``
+    Which frame.
+``position``
+    frame / (frames − 1): 0 at the first frame, 1 at the last (0 in a one-frame episode).
+``phase``
+    ``early``, ``middle`` or ``late``: the third of the episode the frame is in, by position
+    (early below 1/3, middle from 1/3 to below 2/3, late from 2/3). Decided in exact integer
+    arithmetic, so a frame at exactly 1/3 is always ``middle``.
+``status``
+    The source's status of the frame: ``ok``, ``truncated``, ``parse_error``, ``http_error`` or
+    ``held``.
+``asked``
+    status is not ``held``: the source was asked about this frame (its cadence).
+``usable``
+    status is ``ok`` or ``truncated``: the source gave a path.
+``visible``
+    Visible fraction of the object to grasp in the episode's camera, in [0, 1], from the truth
+    files (`overlayflow.render.target_visibility`); NaN when nothing records it (real RoboTwin
+    data, or an episode without an index file).
+``occluded``
+    visible < ``occluded_below``; missing (pandas NA, an empty CSV cell) where visible is NaN.
+``frechet``, ``endpoint``
+    Discrete Fréchet distance and last-point distance to the oracle's path of the same frame, as
+    in `overlayflow.summary.per_frame_quality` (both paths resampled to 50 points by arc length,
+    normalized image units); NaN where the frame is not compared, i.e. where the source or the
+    oracle has no usable path.
+
+`study` turns that table into the tables a person reads, each with the same metric columns:
+
+``frames``
+    Frames in the group, held frames included.
+``asked``
+    Frames the source was asked about.
+``success_rate``, ``truncation_rate``, ``parse_error_rate``, ``http_error_rate``
+    (ok + truncated), truncated, parse_error and http_error frames over asked frames: held frames
+    were never asked, so they count in neither part. NaN when nothing was asked.
+``compared``
+    Frames with a distance to the oracle.
+``frechet_mean``, ``frechet_median``, ``frechet_p90``, ``endpoint_mean``, ``endpoint_median``,
+``endpoint_p90``
+    Mean, median and 90th percentile (linear interpolation) of the distances over the compared
+    frames; NaN when nothing was compared.
+
+The tables:
+
+``by_task``
+    ``task`` then the metrics: one row per task, sorted by name, then ``all``.
+``by_phase``
+    ``task``, ``phase`` then the metrics: early, middle and late of each task, then of ``all``.
+``by_visibility``
+    ``visibility`` then the metrics: ``visible``, ``occluded`` and ``unknown`` frames of all tasks.
+
+Every ``all`` row pools frames: its rates and distances run over every frame of every task, not
+over the task values. Every table has all its rows, a group without frames included (counts 0,
+the rest NaN). `write_study` writes the four tables as CSV (floats rounded to 4 decimals, NaN as
+an empty cell) and the figure of `plot_study`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path as FsPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from overlayflow.paths import Status
+from overlayflow.render import episode_ref, target_visibility
+
+# The summary's loader: the same checks, and the same error messages, for the same files.
+from overlayflow.summary import _load, per_frame_quality
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "METRIC_COLUMNS",
+    "PHASES",
+    "VISIBILITY",
+    "episode_phase",
+    "frame_table",
+    "plot_study",
+    "study",
+    "write_study",
+]
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+DECIMALS = 4
+PHASES = ("early", "middle", "late")
+VISIBILITY = ("visible", "occluded", "unknown")
+GOOD = (Status.OK.value, Status.TRUNCATED.value)
+
+FRAME_COLUMNS = [
+    "task",
+    "episode",
+    "frame",
+    "position",
+    "phase",
+    "status",
+    "asked",
+    "usable",
+    "visible",
+    "occluded",
+    "frechet",
+    "endpoint",
+]
+METRIC_COLUMNS = [
+    "frames",
+    "asked",
+    "success_rate",
+    "truncation_rate",
+    "parse_error_rate",
+    "http_error_rate",
+    "compared",
+    "frechet_mean",
+    "frechet_median",
+    "frechet_p90",
+    "endpoint_mean",
+    "endpoint_median",
+    "endpoint_p90",
+]
+_FRAME_KEY = ["task", "episode", "frame"]
+_RATES = {
+    "truncation_rate": "truncated",
+    "parse_error_rate": "parse_error",
+    "http_error_rate": "http_error",
+}
+
+
+# --- the frame table -------------------------------------------------------------------------
+
+
+def episode_phase(frame: Any, frames: Any) -> np.ndarray:
+    """``early``, ``middle`` or ``late`` for frame(s) ``frame`` of episodes of ``frames`` frames.
+
+    The third is that of frame / (frames − 1), compared as integers: no rounding at 1/3 and 2/3.
+    """
+    frame = np.asarray(frame)
+    last = np.maximum(np.asarray(frames) - 1, 1)
+    return np.select(
+        [3 * frame < last, 3 * frame < 2 * last], [PHASES[0], PHASES[1]], default=PHASES[2]
+    )
+
+
+def _indexes(index_files: Sequence[str | FsPath]) -> dict[tuple[str, str], dict[str, Any]]:
+    indexes = {}
+    for file in index_files:
+        index = json.loads(FsPath(file).read_text(encoding="utf-8"))
+        indexes[(index["task"], index["episode"])] = index
+    return indexes
+
+
+def _visibility(episodes: pd.DataFrame, index_files: Sequence[str | FsPath]) -> pd.DataFrame:
+    """(task, episode, frame, visible) for every frame of ``episodes``; NaN where unknown."""
+    indexes = _indexes(index_files)
+    parts = []
+    for task, episode, n, file in episodes[["task", "episode", "frames", "file"]].itertuples(
+        index=False
+    ):
+        visible = np.full(n, np.nan)
+        index = indexes.get((task, episode))
+        if index is not None:
+            if index["frames"] != n:
+                raise ValueError(
+                    f"{file} has {n} frames, the index of {task}/{episode} says "
+                    f"{index['frames']}: the path file and the index must describe the same "
+                    "episode"
+                )
+            known = target_visibility(episode_ref(index), index["camera"], n).astype(np.float64)
+            visible[: len(known)] = known
+        parts.append(
+            pd.DataFrame(
+                {"task": task, "episode": episode, "frame": np.arange(n), "visible": visible}
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def frame_table(
+    source_files: Sequence[str | FsPath],
+    oracle_files: Sequence[str | FsPath],
+    index_files: Sequence[str | FsPath],
+    occluded_below: float = 0.5,
+    *,
+    source: str | None = None,
+) -> pd.DataFrame:
+    """One row per frame of the source's episodes (columns in the module docstring).
+
+    Index files are matched to path files by (task, episode); the frames of an episode without
+    one have unknown visibility. ``source``, when given, must be the ``source`` of every path file.
+    """
+    if not oracle_files:
+        raise ValueError(
+            "the quality study measures a source against the oracle: got no oracle path files. "
+            "Add a source with `kind: oracle` under `paths.sources` in the config and pass its "
+            "path files of the same episodes (results/paths/<oracle>/<task>/<episode>.json)."
+        )
+    if not source_files:
+        raise ValueError("the quality study needs the source's episode path files: got none")
+    if not 0.0 < occluded_below <= 1.0:
+        raise ValueError(
+            f"`occluded_below` must be a visible fraction in (0, 1]. Got {occluded_below}."
+        )
+    episodes, records = _load(source_files, source)
+    records = records.drop(columns="points").merge(
+        episodes[["task", "episode", "frames"]], on=["task", "episode"]
+    )
+    table = records.sort_values(_FRAME_KEY, ignore_index=True)
+    table["position"] = table["frame"] / (table["frames"] - 1).clip(lower=1)
+    table["phase"] = episode_phase(table["frame"], table["frames"])
+    table["asked"] = table["status"] != Status.HELD.value
+    table["usable"] = table["status"].isin(GOOD)
+    table = table.merge(_visibility(episodes, index_files), on=_FRAME_KEY, how="left")
+    occluded = (table["visible"] < occluded_below).astype("boolean")
+    table["occluded"] = occluded.mask(table["visible"].isna())
+    distances = per_frame_quality(source_files, oracle_files)
+    table = table.merge(distances[[*_FRAME_KEY, "frechet", "endpoint"]], on=_FRAME_KEY, how="left")
+    return table[FRAME_COLUMNS]
+
+
+# --- the study tables ------------------------------------------------------------------------
+
+
+def _p90(values: pd.Series) -> float:
+    return float(values.quantile(0.9)) if values.notna().any() else np.nan
+
+
+def _metrics(frames: pd.DataFrame, by: list[str], rows: pd.Index) -> pd.DataFrame:
+    """The metric columns of ``frames`` grouped by ``by``, one row per entry of ``rows``."""
+    status = frames["status"]
+    counted = frames.assign(
+        _asked=frames["asked"].astype(np.int64),
+        _usable=frames["usable"].astype(np.int64),
+        **{f"_{s}": (status == s).astype(np.int64) for s in _RATES.values()},
+    )
+    table = (
+        counted.groupby(by, sort=False)
+        .agg(
+            frames=("frame", "size"),
+            asked=("_asked", "sum"),
+            _usable=("_usable", "sum"),
+            **{f"_{s}": (f"_{s}", "sum") for s in _RATES.values()},
+            compared=("frechet", "count"),
+            frechet_mean=("frechet", "mean"),
+            frechet_median=("frechet", "median"),
+            frechet_p90=("frechet", _p90),
+            endpoint_mean=("endpoint", "mean"),
+            endpoint_median=("endpoint", "median"),
+            endpoint_p90=("endpoint", _p90),
+        )
+        .reindex(rows)
+    )
+    counts = ["frames", "asked", "_usable", "compared", *(f"_{s}" for s in _RATES.values())]
+    table[counts] = table[counts].fillna(0).astype(np.int64)
+    asked = table["asked"].where(table["asked"] > 0)
+    table["success_rate"] = table["_usable"] / asked
+    for rate, s in _RATES.items():
+        table[rate] = table[f"_{s}"] / asked
+    return table.reset_index()[[*rows.names, *METRIC_COLUMNS]]
+
+
+def _with_total(frames: pd.DataFrame) -> pd.DataFrame:
+    """``frames`` followed by a copy of all of them under task ``all``, for one groupby."""
+    return pd.concat([frames, frames.assign(task=ALL)], ignore_index=True)
+
+
+def _visibility_class(frames: pd.DataFrame) -> pd.Series:
+    # Read back from CSV, ``occluded`` is True/False/NaN objects: make it nullable boolean again.
+    occluded = frames["occluded"].astype("boolean")
+    return pd.Series(
+        np.where(
+            occluded.isna(), "unknown", np.where(occluded.fillna(False), "occluded", "visible")
+        ),
+        index=frames.index,
+    )
+
+
+def study(frames: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The ``by_task``, ``by_phase`` and ``by_visibility`` tables of a `frame_table`, unrounded."""
+    missing = [column for column in FRAME_COLUMNS if column not in frames]
+    if missing:
+        raise ValueError(f"expected a frame table (quality.frame_table); it misses {missing}")
+    if (frames["task"] == ALL).any():
+        raise ValueError(f"task name {ALL!r} is reserved for the study's total rows")
+    tasks = [*sorted(frames["task"].unique()), ALL]
+    pooled = _with_total(frames)
+    by_phase_rows = pd.MultiIndex.from_product([tasks, PHASES], names=["task", "phase"])
+    return {
+        "by_task": _metrics(pooled, ["task"], pd.Index(tasks, name="task")),
+        "by_phase": _metrics(pooled, ["task", "phase"], by_phase_rows),
+        "by_visibility": _metrics(
+            frames.assign(visibility=_visibility_class(frames)),
+            ["visibility"],
+            pd.Index(VISIBILITY, name="visibility"),
+        ),
+    }
+
+
+# --- the figure ------------------------------------------------------------------------------
+
+
+def _bars_and_success(ax: Any, table: pd.DataFrame, key: str, xlabel: str) -> None:
+    """Mean Fréchet as bars (left axis), success rate as dots (right axis), counts under each."""
+    x = np.arange(len(table))
+    ax.bar(x, table["frechet_mean"], color="tab:blue", alpha=0.75, label="mean Fréchet")
+    ax.set_xticks(
+        x,
+        [
+            f"{name}\n{asked} asked\n{compared} compared"
+            for name, asked, compared in zip(
+                table[key], table["asked"], table["compared"], strict=True
+            )
+        ],
+        fontsize=8,
+    )
+    top = np.nanmax(table["frechet_mean"], initial=0.0)
+    ax.set_ylim(0.0, top * 1.1 if top > 0 else 1.0)
+    ax.set(xlabel=xlabel, ylabel="mean Fréchet (normalized image units)")
+    ax.grid(axis="y", alpha=0.3)
+    rate = ax.twinx()
+    rate.plot(x, table["success_rate"], "o", color="tab:orange", ms=8, label="success rate")
+    rate.set(ylim=(0.0, 1.05), ylabel="success rate (usable / asked)")
+    handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+
+
+def plot_study(frames: pd.DataFrame, out_png: str | FsPath, source_name: str) -> None:
+    """One figure: Fréchet distributions per task, quality by phase, visible vs occluded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = study(frames)
+    fig, (ax_task, ax_phase, ax_vis) = plt.subplots(1, 3, figsize=(16, 5), dpi=100)
+
+    compared = frames.dropna(subset=["frechet"])
+    tasks = sorted(frames["task"].unique())
+    groups = [compared.loc[compared["task"] == task, "frechet"].to_numpy() for task in tasks]
+    if len(compared):
+        ax_task.boxplot(
+            [*groups, compared["frechet"].to_numpy()],
+            tick_labels=[f"{name}\nn = {len(g)}" for name, g in zip(tasks, groups, strict=True)]
+            + [f"{ALL}\nn = {len(compared)}"],
+        )
+        ax_task.tick_params(axis="x", labelsize=8)
+    else:
+        ax_task.text(0.5, 0.5, "no frame compared", ha="center", va="center")
+    ax_task.set_ylim(bottom=0.0)
+    ax_task.set_title("(a) Fréchet distance per task", pad=24)
+    ax_task.set_ylabel("Fréchet (normalized image units)")
+    ax_task.grid(axis="y", alpha=0.3)
+
+    by_phase = tables["by_phase"]
+    _bars_and_success(ax_phase, by_phase[by_phase["task"] == ALL], "phase", "third of the episode")
+    ax_phase.set_title("(b) by phase, all tasks", pad=24)
+    by_visibility = tables["by_visibility"]
+    # An empty group has nothing to draw: unknown on the synthetic demo, the others on real data.
+    _bars_and_success(
+        ax_vis, by_visibility[by_visibility["frames"] > 0], "visibility", "object to grasp"
+    )
+    ax_vis.set_title("(c) visible vs occluded object", pad=24)
+
+    fig.suptitle(f"Path quality of {source_name} against the oracle")
+    fig.tight_layout()
+    out = FsPath(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+# --- the workflow job ------------------------------------------------------------------------
+
+
+def write_study(
+    source_name: str,
+    source_files: Sequence[str | FsPath],
+    oracle_files: Sequence[str | FsPath],
+    index_files: Sequence[str | FsPath],
+    out_dir: str | FsPath,
+    occluded_below: float = 0.5,
+) -> dict[str, pd.DataFrame]:
+    """Write frames.csv, by_task.csv, by_phase.csv, by_visibility.csv and quality.png to
+    ``out_dir``; return the tables as written (``frames`` included), floats rounded."""
+    frames = frame_table(
+        source_files, oracle_files, index_files, occluded_below, source=source_name
+    )
+    tables = {"frames": frames, **study(frames)}
+    out = FsPath(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, table in tables.items():
+        written[name] = table.round(DECIMALS)
+        file = out / f"{name}.csv"
+        written[name].to_csv(file, index=False)
+        log.info("%s: %s, %d rows → %s", source_name, name, len(table), file)
+    plot_study(frames, out / "quality.png", source_name)
+    overall = tables["by_task"].iloc[-1]
+    log.info(
+        "%s: success rate %.3f over %d asked frames, mean Fréchet %.4f over %d compared → %s",
+        source_name,
+        overall["success_rate"],
+        overall["asked"],
+        overall["frechet_mean"],
+        overall["compared"],
+        out / "quality.png",
+    )
+    return written

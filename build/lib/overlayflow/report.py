@@ -1,0 +1,165 @@
+"""Tables and plots for the report: training curves, the evaluation table and its contrasts.
+
+Every number comes from the files the workflow wrote (``results/eval/{experiment}.json``,
+``results/train/{experiment}/metrics.csv``); nothing is recomputed here, so a table in the report
+is the JSON it was read from.
+
+`evaluation_table` has one row per experiment: ``experiment``, ``layout``, ``memory``,
+``source`` (empty for rgb), ``seed``, ``step``, then for each window set (``all``, ``visible``,
+``occluded``) its ``windows``, ``mse``, ``mse_norm``, ``mae`` and ``first_mse`` as
+``{set}_{metric}`` (``all_mse``, ``occluded_mse``, ...).
+
+`contrast_table` compares experiments that differ in one factor only, pairing them by the
+others: ``memory`` pairs ``initial+current`` with ``current`` (same layout, source, seed);
+``path`` pairs each path layout with ``rgb`` (same memory, seed). Per pair it takes the
+difference ``with − without`` of a metric (negative = the memory / the path helps), then reports
+per group (layout and source for memory; layout, source and memory for path) the mean and the
+standard deviation over seeds, with the number of seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+WINDOW_SETS = ("all", "visible", "occluded")
+METRICS = ("windows", "mse", "mse_norm", "mae", "first_mse")
+CONTRAST_METRICS = ("all_mse_norm", "occluded_mse_norm", "visible_mse_norm", "all_mse")
+
+
+def evaluation_table(
+    eval_files: Mapping[str, str | Path], experiments: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """One row per experiment from its evaluation JSON (columns in the module docstring)."""
+    rows = []
+    for name, path in eval_files.items():
+        summary = json.loads(Path(path).read_text())
+        e = experiments[name]
+        row = {
+            "experiment": name,
+            "layout": e["layout"],
+            "memory": e["memory"],
+            "source": e.get("source") or "",
+            "seed": e["seed"],
+            "step": summary["step"],
+        }
+        for part in WINDOW_SETS:
+            for metric in METRICS:
+                row[f"{part}_{metric}"] = summary[part].get(metric, float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["layout", "source", "memory", "seed"], kind="stable")
+
+
+def _pairs(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if kind == "memory":
+        keys, factor = ["layout", "source", "seed"], "memory"
+        with_, without = table[table.memory == "initial+current"], table[table.memory == "current"]
+        merged = with_.merge(without, on=keys, suffixes=("", "_without"))
+        merged["contrast"] = "initial+current − current"
+        return merged.assign(factor=factor)
+    if kind == "path":
+        rgb = table[table.layout == "rgb"]
+        paths = table[table.layout != "rgb"]
+        merged = paths.merge(rgb, on=["memory", "seed"], suffixes=("", "_without"))
+        merged["contrast"] = merged["layout"] + " − rgb"
+        return merged.assign(factor="path")
+    raise ValueError(f"`kind` must be memory or path. Got {kind!r}.")
+
+
+def contrast_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Mean ± std over seeds of the paired differences (see the module docstring)."""
+    pairs = _pairs(table, kind)
+    groups = ["layout", "source"] if kind == "memory" else ["layout", "source", "memory"]
+    out_cols = [*groups, "contrast", "seeds"]
+    if pairs.empty:
+        return pd.DataFrame(columns=out_cols)
+    for metric in CONTRAST_METRICS:
+        pairs[f"d_{metric}"] = pairs[metric] - pairs[f"{metric}_without"]
+    aggregated = pairs.groupby([*groups, "contrast"], dropna=False).agg(
+        seeds=("seed", "nunique"),
+        **{f"{stat}_d_{m}": (f"d_{m}", stat) for m in CONTRAST_METRICS for stat in ("mean", "std")},
+    )
+    return aggregated.reset_index()
+
+
+def plot_training(metrics_csv: str | Path, out_png: str | Path, title: str) -> None:
+    """Training loss (flow and consistency parts) and validation loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = pd.read_csv(metrics_csv)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    train = rows.dropna(subset=["loss"]) if "loss" in rows else rows.iloc[0:0]
+    for column, label in (
+        ("loss", "train loss"),
+        ("loss_flow", "flow"),
+        ("loss_consistency", "consistency"),
+    ):
+        if column in train:
+            ax.plot(train["step"], train[column], label=label, lw=1.2 if column == "loss" else 0.8)
+    if "val_loss" in rows:
+        val = rows.dropna(subset=["val_loss"])
+        ax.plot(val["step"], val["val_loss"], "o-", label="validation", lw=1.5)
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def _html(frame: pd.DataFrame, caption: str) -> str:
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0)
+    return f"<h3>{caption}</h3>\n{table}"
+
+
+def write_tables(
+    eval_files: Mapping[str, str | Path],
+    experiments: Mapping[str, Mapping[str, Any]],
+    out_csv: str | Path,
+    out_html: str | Path,
+    kinds: Sequence[str] = ("memory", "path"),
+) -> pd.DataFrame:
+    """The evaluation table (CSV) and an HTML page with it and the contrasts."""
+    table = evaluation_table(eval_files, experiments)
+    table.to_csv(out_csv, index=False, float_format="%.6g")
+    parts = [
+        "<html><head><meta charset='utf-8'><style>table{border-collapse:collapse;"
+        "font:13px sans-serif;margin:1em 0}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        "h3{font:bold 14px sans-serif}</style></head><body>",
+        _html(table, "Offline evaluation per experiment (held-out episodes)"),
+    ]
+    for kind in kinds:
+        contrast = contrast_table(table, kind)
+        caption = {
+            "memory": "Memory contrast: initial+current − current (negative: memory helps)",
+            "path": "Path contrast: path layout − rgb (negative: the path helps)",
+        }[kind]
+        parts.append(_html(contrast, caption) if len(contrast) else f"<p>{caption}: no pairs.</p>")
+    parts.append("</body></html>")
+    Path(out_html).write_text("\n".join(parts))
+    log.info("%d experiments tabulated into %s and %s", len(table), out_csv, out_html)
+    return table
+
+
+def write_contrast(
+    eval_files: Mapping[str, str | Path],
+    experiments: Mapping[str, Mapping[str, Any]],
+    kind: str,
+    out_csv: str | Path,
+) -> pd.DataFrame:
+    """One contrast (memory or path) as CSV: the target of ``snakemake compare_<kind>``."""
+    contrast = contrast_table(evaluation_table(eval_files, experiments), kind)
+    contrast.to_csv(out_csv, index=False, float_format="%.6g")
+    log.info("%s contrast: %d groups written to %s", kind, len(contrast), out_csv)
+    return contrast
