@@ -238,3 +238,7 @@ def test_previews_of_a_part(parts, tmp_path):
         assert 1 < im.n_frames <= n
     with Image.open(png) as im:
         assert im.width >= 4 * SIZE[1]
+    short = tmp_path / "short.gif"
+    write_previews(inputs[0].paths, animation=short, sheet=png, max_frames=3)
+    with Image.open(short) as im:
+        assert 1 < im.n_frames <= 3

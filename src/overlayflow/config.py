@@ -187,6 +187,7 @@ class PreviewsConfig:
     columns: int
     tiles: int
     fps: int
+    max_frames: int
 
 
 def _dataset_specs(datasets: DatasetsConfig) -> dict[str, tuple[str | None, str]]:

@@ -122,13 +122,15 @@ def write_previews(
     columns: int = 8,
     tiles: int = 32,
     fps: int = 10,
+    max_frames: int | None = None,
 ) -> None:
-    """Animated GIF and PNG contact sheet of the overlays in one episode's path part."""
+    """Animated GIF (at most ``max_frames``, evenly spaced) and PNG contact sheet of the overlays
+    in one episode's path part."""
     from overlayflow import previews
 
     group, attrs = read_part(part)
     images = group["overlay"][...]
     title = f"{attrs['source']} {attrs['task']}/{attrs['episode']}"
-    previews.animation(images, animation, fps=fps)
+    previews.animation(images, animation, fps=fps, max_frames=max_frames)
     previews.contact_sheet(images, sheet, columns=columns, max_tiles=tiles)
     log.info("%s: previews of %d frames written", title, len(images))

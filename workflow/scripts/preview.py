@@ -12,4 +12,5 @@ with script_log(snakemake.log[0]):
         columns=settings.columns,
         tiles=settings.tiles,
         fps=settings.fps,
+        max_frames=settings.max_frames,
     )
