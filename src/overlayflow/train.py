@@ -493,7 +493,9 @@ def train(
                     val = validation_loss(policy, val_loader, device, settings.val_batches)
                     row = {**row, "step": step, "val_loss": val}
                     log.info("step %d: validation loss %.4f (best %.4f)", step, val, best_val)
-                    is_best, best_val = val < best_val, min(val, best_val)
+                    is_best = val < best_val  # False for NaN: best_val stays finite
+                    if is_best:
+                        best_val = val
                 else:
                     is_best = False
                 if row:
