@@ -1,3 +1,0 @@
-"""overlayflow: VLM gripper paths drawn onto RoboTwin 2.0 demonstrations, for path-conditioned policies."""
-
-__version__ = "0.1.0"
