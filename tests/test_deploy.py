@@ -122,11 +122,12 @@ def replay(deployed, recorded):
     seen = []
     dim = deployed.action_dim
 
-    def predict_action(obs, generator=None, steps=None):
-        seen.append({key: value.clone() for key, value in obs.items()})
-        return torch.zeros(len(obs["current"]), deployed.n_action_steps, dim)
+    def sample_chunk(obs, generator=None, steps=None, noise=None, features=None):
+        given = {key: value.clone() for key, value in obs.items()}
+        seen.append((given, {key: value.clone() for key, value in (features or {}).items()}))
+        return torch.zeros(len(obs["current"]), deployed.policy.cfg.horizon, dim)
 
-    deployed.policy.predict_action = predict_action
+    deployed.policy.sample_chunk = sample_chunk
     env = ReplayEnv(recorded["frames"], recorded["states"], recorded["index"].instruction)
     model = RoboTwinPolicy(deployed, "replay")
     reset_model(model)
@@ -171,11 +172,18 @@ def test_the_network_sees_what_the_dataset_holds(recorded, source, layout, memor
     samples = {int(sample["frame"]): sample for sample in dataset}
     assert len(seen) == len(samples) == n  # one chunk of one action per step
     keys = ["current", "agent_pos"] + (["initial"] if memory == "initial+current" else [])
-    for frame, given in enumerate(seen):
+    for frame, (given, features) in enumerate(seen):
         assert sorted(given) == sorted([*keys, "task"])
         for key in keys:
             assert given[key].dtype == samples[frame][key].dtype, key
             assert torch.equal(given[key][0], samples[frame][key]), f"{key} of frame {frame}"
+        # The memory is encoded once per episode (its features come with the observation):
+        # the network is conditioned exactly as on the sample.
+        assert sorted(features) == (["initial"] if memory == "initial+current" else [])
+        sample = {key: value[None] for key, value in samples[frame].items()}
+        want = policy.encode_obs(sample)
+        got = policy.encode_obs(given, features=features)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"frame {frame}")
     if source == "hamster":
         assert stand_in.requests() - before == len([t for t in range(n) if asks(t, EVERY)])
         file = read_episode_paths(recorded["paths"]["hamster"])

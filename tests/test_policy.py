@@ -88,6 +88,34 @@ def test_config_round_trip_and_defaults() -> None:
     assert PolicyConfig.from_dict(data) == cfg
 
 
+def test_the_tiny_backbone_gives_its_128_features_and_takes_no_weights(make_policy) -> None:
+    policy = make_policy(backbone="resnet_tiny")
+    cfg = policy.cfg
+    assert cfg.cond_dim == 128 * 2 * 2 + 14 * 2
+    assert policy.encode_obs(make_batch(cfg)).shape == (4, cfg.cond_dim)
+    norms = [m for m in policy.encoders.modules() if "Norm" in type(m).__name__]
+    assert norms and all(isinstance(m, nn.GroupNorm) for m in norms)
+    with pytest.raises(ValueError, match=r"`weights`.*resnet_tiny"):
+        tiny(backbone="resnet_tiny", weights="r3m.pt")
+
+
+def test_the_memory_encoded_once_conditions_as_the_repeated_initial_key(make_policy) -> None:
+    policy = make_policy().eval()
+    batch = make_batch(policy.cfg)
+    batch["initial"] = batch["initial"][:, :1].expand_as(batch["initial"]).clone()
+    features = {"initial": policy.encode_memory(batch["initial"][:, 0])}
+    torch.testing.assert_close(
+        policy.encode_obs(batch, features=features), policy.encode_obs(batch), rtol=1e-5, atol=1e-5
+    )
+    noise = torch.randn(4, policy.cfg.horizon, 14)
+    torch.testing.assert_close(
+        policy.sample_chunk(batch, noise=noise, features=features),
+        policy.sample_chunk(batch, noise=noise),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
 def test_cond_dims_from_config() -> None:
     assert PolicyConfig.defaults(memory="initial+current").cond_dim == 512 * 2 * 2 + 14 * 2 == 2076
     assert PolicyConfig.defaults(memory="current").cond_dim == 512 * 2 + 14 * 2 == 1052

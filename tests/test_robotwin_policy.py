@@ -67,12 +67,12 @@ reset_func = getattr(importlib.import_module(policy_name), "reset_model")
 
 policy = model.deployed.policy
 calls, chunks = [], []
-predict, unnormalize = policy.predict_action, policy.unnormalize
+sample, unnormalize = policy.sample_chunk, policy.unnormalize
 
 
-def spy_predict(obs, generator=None, steps=None):
+def spy_sample(obs, generator=None, steps=None, noise=None, features=None):
     calls.append({k: v.clone() for k, v in obs.items()})
-    return predict(obs, generator, steps)
+    return sample(obs, generator, steps, noise, features)
 
 
 def spy_unnormalize(x):
@@ -81,7 +81,7 @@ def spy_unnormalize(x):
     return y
 
 
-policy.predict_action, policy.unnormalize = spy_predict, spy_unnormalize
+policy.sample_chunk, policy.unnormalize = spy_sample, spy_unnormalize
 episodes = np.load(episodes_file)
 
 

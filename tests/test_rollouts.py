@@ -192,9 +192,9 @@ def test_the_policy_runs_once_per_chunk_on_the_whole_batch(models):
     sizes = []
     encode = policy.policy.encode_obs
 
-    def spy(obs, augment=False):
+    def spy(obs, augment=False, features=None):
         sizes.append(len(obs["agent_pos"]))
-        return encode(obs, augment)
+        return encode(obs, augment, features)
 
     policy.policy.encode_obs = spy
     indexes = range(FIRST, FIRST + 3)

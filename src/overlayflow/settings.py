@@ -23,7 +23,9 @@ CHANNELS = {"overlay": 3, "concat6": 6, "rgb": 3}
 MEMORY_MODES = ("initial+current", "current")
 MEMORY_TAGS = {"initial+current": "mem", "current": "cur"}
 IMAGE_KEYS = {"initial+current": ("initial", "current"), "current": ("current",)}
-BACKBONE_FEATURES = {"resnet10t": 512, "resnet18": 512, "resnet34": 512}
+# timm ResNets with GroupNorm → their pooled feature size. ``resnet_tiny`` is the study's CPU
+# encoder: timm's ResNet with one basic block per stage, 16 … 128 channels (0.3 M parameters).
+BACKBONE_FEATURES = {"resnet10t": 512, "resnet18": 512, "resnet34": 512, "resnet_tiny": 128}
 
 
 def _tuples(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,6 +297,12 @@ class PolicyConfig(_Section):
             _fail("width", f"divisible by `heads` ({self.heads})", self.width)
         if self.time_embed_dim % 2:
             _fail("time_embed_dim", "even (half sine, half cosine)", self.time_embed_dim)
+        if self.weights is not None and self.backbone == "resnet_tiny":
+            _fail(
+                "weights",
+                "null with backbone resnet_tiny (no pretrained weights fit it)",
+                self.weights,
+            )
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
             _fail(
                 "weights", "null (from scratch) or the path of a local weights file", self.weights

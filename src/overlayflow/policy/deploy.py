@@ -54,6 +54,7 @@ class Episode:
     images: deque = field(default_factory=deque)  # the last To images, (C, H, W) uint8
     states: deque = field(default_factory=deque)  # the last To joint states, float32
     initial: np.ndarray | None = None  # the image of step 0 (the memory)
+    memory: torch.Tensor | None = None  # its features (To·features,), encoded at the first act
     path: PathSpec | None = None  # the last good path, drawn on every frame
     statuses: Counter = field(default_factory=Counter)  # answers of the asked frames
     # The episode's own sampling noise (`new_episode`'s seed): what it does then does not depend
@@ -244,16 +245,29 @@ class DeployedPolicy:
         noise, so an episode acts the same alone or in any batch; else the noise comes from the
         policy's generator."""
         obs = self.inputs(episodes)
+        features = None
+        if self.memory:
+            self._encode_memory(episodes)
+            features = {"initial": torch.stack([episode.memory for episode in episodes])}
+        cfg = self.policy.cfg
+        device = self.policy.device
         if all(episode.generator is not None for episode in episodes):
-            cfg = self.policy.cfg
             shape = (1, cfg.horizon, cfg.action_dim)
-            noise = [
-                torch.randn(shape, generator=e.generator, device=self.policy.device)
-                for e in episodes
-            ]
-            chunk = self.policy.sample_chunk(obs, noise=torch.cat(noise))
-            start = cfg.n_obs_steps - 1
-            actions = chunk[:, start : start + cfg.n_action_steps]
+            noise = torch.cat(
+                [torch.randn(shape, generator=e.generator, device=device) for e in episodes]
+            )
         else:
-            actions = self.policy.predict_action(obs, generator=self.generator)
-        return actions.float().cpu().numpy()
+            shape = (len(episodes), cfg.horizon, cfg.action_dim)
+            noise = torch.randn(shape, generator=self.generator, device=device)
+        chunk = self.policy.sample_chunk(obs, noise=noise, features=features)
+        start = cfg.n_obs_steps - 1
+        return chunk[:, start : start + cfg.n_action_steps].float().cpu().numpy()
+
+    def _encode_memory(self, episodes: Sequence[Episode]) -> None:
+        """Encode the first image of the episodes that have none encoded yet, in one call: the
+        memory is the same image all episode long, so its features are computed once."""
+        fresh = [episode for episode in episodes if episode.memory is None]
+        if fresh:
+            initial = torch.from_numpy(np.stack([episode.initial for episode in fresh]))
+            for episode, row in zip(fresh, self.policy.encode_memory(initial), strict=True):
+                episode.memory = row

@@ -17,6 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.models import adapt_input_conv
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from overlayflow.settings import PolicyConfig
@@ -84,8 +85,19 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return map_resnet_keys(obj)
 
 
+TINY_CHANNELS = (16, 32, 64, 128)  # resnet_tiny's stages (settings.BACKBONE_FEATURES)
+
+
+def create_backbone(backbone: str, in_chans: int) -> nn.Module:
+    """The GroupNorm ResNet ``backbone`` (a `settings.BACKBONE_FEATURES` name), no classifier."""
+    kwargs = dict(num_classes=0, in_chans=in_chans, global_pool="avg", norm_layer=_group_norm)
+    if backbone == "resnet_tiny":
+        return ResNet(BasicBlock, [1, 1, 1, 1], channels=TINY_CHANNELS, stem_width=16, **kwargs)
+    return timm.create_model(backbone, pretrained=False, **kwargs)
+
+
 class ImageEncoder(nn.Module):
-    """ResNet (timm, GroupNorm, global average pool) → (N, 512) from (N, C, H, W) in [0, 1]."""
+    """ResNet (timm, GroupNorm, global average pool) → (N, features) from (N, C, H, W) in [0, 1]."""
 
     def __init__(
         self,
@@ -96,14 +108,7 @@ class ImageEncoder(nn.Module):
         imagenet_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.net = timm.create_model(
-            backbone,
-            pretrained=False,
-            num_classes=0,
-            in_chans=in_chans,
-            global_pool="avg",
-            norm_layer=_group_norm,
-        )
+        self.net = create_backbone(backbone, in_chans)
         if weights is not None:
             self._load(weights, backbone)
         # ManiFlow normalizes with ImageNet statistics only for pretrained weights; from scratch

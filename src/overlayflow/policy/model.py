@@ -167,11 +167,28 @@ class ManiFlowPolicy(nn.Module):
             x = F.interpolate(x, size=(cfg.image_size,) * 2, mode="bilinear", align_corners=False)
         return augment_images(x, to, cfg) if augment else x
 
-    def encode_obs(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
-        """The conditioning vector (B, cond_dim): image features of every key, then agent_pos."""
+    def encode_memory(self, initial: torch.Tensor) -> torch.Tensor:
+        """The features of the ``initial`` key for episodes' first images (B, C, H, W), each
+        encoded once and repeated To times: (B, To·features), as `encode_obs` gives them for
+        the To copies a sample holds. A deployed policy computes them once per episode."""
         cfg, to = self.cfg, self.cfg.n_obs_steps
+        b = initial.shape[0]
+        x = self.preprocess(initial[:, None].expand(-1, to, *initial.shape[1:]), "initial", False)
+        encoder = self.encoders["shared" if cfg.shared_encoder else "initial"]
+        return encoder(x.unflatten(0, (b, to))[:, 0]).repeat(1, to)
+
+    def encode_obs(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        augment: bool = False,
+        features: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The conditioning vector (B, cond_dim): image features of every key, then agent_pos.
+        ``features`` holds keys already encoded, (B, To·features) each (`encode_memory`)."""
+        cfg, to = self.cfg, self.cfg.n_obs_steps
+        features_of = dict(features or {})
         for key in (*cfg.image_keys, "agent_pos"):
-            if key not in obs:
+            if key not in obs and key not in features_of:
                 raise KeyError(f"the observation needs {key!r}; it has {sorted(obs)}")
         state = obs["agent_pos"]
         if state.ndim != 3 or state.shape[1] < to or state.shape[2] != cfg.state_dim:
@@ -181,6 +198,9 @@ class ManiFlowPolicy(nn.Module):
         b = state.shape[0]
         features = []
         for key in cfg.image_keys:
+            if key in features_of:
+                features.append(features_of[key].to(self.device))
+                continue
             encoder = self.encoders["shared" if cfg.shared_encoder else key]
             features.append(encoder(self.preprocess(obs[key], key, augment)).reshape(b, -1))
         features.append(
@@ -265,15 +285,17 @@ class ManiFlowPolicy(nn.Module):
         generator: torch.Generator | None = None,
         steps: int | None = None,
         noise: torch.Tensor | None = None,
+        features: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Euler from x ~ N(0, I): x += (1/N)·v(x, i/N, 1/N) → unnormalized (B, horizon, action_dim).
 
         ``noise`` is the starting x (else drawn with ``generator``): each episode of a batch
-        may bring its own. Never augments; call ``.eval()`` first so attention dropout is off too.
+        may bring its own. ``features``: image keys already encoded (`encode_obs`). Never
+        augments; call ``.eval()`` first so attention dropout is off too.
         """
         cfg = self.cfg
         n = steps or cfg.inference_steps
-        cond = self.encode_obs(obs, augment=False)
+        cond = self.encode_obs(obs, augment=False, features=features)
         b = cond.shape[0]
         task = self._task(obs, b)
         shape = (b, cfg.horizon, cfg.action_dim)
