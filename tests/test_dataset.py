@@ -496,6 +496,23 @@ def test_dataset_pickles_without_its_store_handle(make_store) -> None:
         dataset[len(dataset)]
 
 
+def test_images_in_memory_give_the_stores_samples_in_the_workers_too(make_store) -> None:
+    store = make_store([9, 1, 4, 12], channels=6, size=8)
+    from_store = OverlayDataset(store.path, horizon=6, n_obs_steps=2, n_action_steps=4)
+    in_memory = OverlayDataset(store.path, horizon=6, n_obs_steps=2, n_action_steps=4)
+    images = in_memory.load_images()
+    assert isinstance(images, np.ndarray) and images.nbytes == from_store.image_nbytes
+    for i in range(len(from_store)):
+        assert_samples_equal(in_memory[i], from_store[i])
+    held = take(make_loader(in_memory, 4, num_workers=2, seed=7), 5)
+    for a, b in zip(held, take(make_loader(from_store, 4, seed=7), 5), strict=True):
+        assert_samples_equal(a, b)
+    other = OverlayDataset(store.path, horizon=6, n_obs_steps=2, n_action_steps=4, episodes=[1])
+    assert other.load_images(images) is images
+    with pytest.raises(ValueError, match=r"are not .*'s"):
+        other.load_images(images[:3])
+
+
 def test_epoch_batches_resume_where_they_stopped():
     full = iter(EpochBatches(50, 8, seed=3))
     batches = [next(full) for _ in range(20)]  # 6 per epoch: crosses three epoch boundaries

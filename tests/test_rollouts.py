@@ -36,11 +36,11 @@ from overlayflow.policy.rollouts import (
     run_rollouts,
     start_rollout,
 )
-from overlayflow.policy.rollouts_job import rollouts_job
+from overlayflow.policy.rollouts_job import env_maker, rollouts_job
 from overlayflow.policy.rollouts_stats import hidden_steps, summarize, wilson_interval
 from overlayflow.schema import ConfigError
 from overlayflow.settings import SimSettings, TrainSettings
-from overlayflow.synthetic import Expert, TableTopEnv, hidden_frames
+from overlayflow.synthetic import Expert, TableTopEnv, hidden_frames, physics
 from overlayflow.testing import overlay_settings, write_store
 
 TASKS = ("place_block", "place_block_occluded")
@@ -312,6 +312,18 @@ def test_test_scenes_are_not_training_scenes():
     with pytest.raises(ConfigError, match=r"sim\.first_index"):
         config.load({"data": {"episodes": [3, 200]}, "sim": {"first_index": 100}})
     assert config.load({"data": {"episodes": 10}, "sim": {"first_index": 10}}).sim.first_index
+
+
+def test_the_grasp_tolerance_reaches_the_simulator():
+    settings = config.load({"sim": {"tolerance": 0.05}})
+    env = env_maker(settings.synthetic, settings.sim, "head_camera")("place_block", FIRST)
+    assert env.tolerance == 0.05
+    assert config.load({}).sim.tolerance == physics.GRASP_TOLERANCE
+    # A closing gripper 4 cm from the block's centre takes it only at the wider tolerance.
+    scene, tip = env.scene, env.scene.object_start + np.array([0.04, 0.0, 0.0])
+    state = physics.start(scene, tip, 1.0, env.state.rot)
+    assert not physics.advance(scene, state, tip, 0.0, env.state.rot).held
+    assert physics.advance(scene, state, tip, 0.0, env.state.rot, tolerance=0.05).held
 
 
 # --- a server that dies, a job that is killed -----------------------------------------------------

@@ -349,7 +349,7 @@ class TrainSettings(_Section):
     # Settings that may change between a run and its resumption without invalidating it.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
         {"steps", "checkpoint_every", "checkpoint_minutes", "log_every", "val_every"}  # cadences
-        | {"num_workers", "device", "wandb"}  # the machine
+        | {"num_workers", "images_in_memory_gb", "device", "wandb"}  # the machine
     )
 
     steps: int
@@ -367,6 +367,7 @@ class TrainSettings(_Section):
     log_every: int
     seed: int
     num_workers: int
+    images_in_memory_gb: float
     device: str
     wandb: bool
     policy: PolicyConfig
@@ -430,6 +431,7 @@ class SimSettings(_Section):
     first_index: int
     batch: int
     step_lim: int | None
+    tolerance: float
 
 
 @dataclass(frozen=True)

@@ -129,9 +129,11 @@ class OverlayDataset(Dataset):
         )
         self._window_episode = np.searchsorted(self._ends, self.indices[:, 0], side="right")
         self._steps = np.arange(self.horizon)
-        # Opened lazily per process (see `_images`), never carried across fork or pickle.
+        # Opened lazily per process (see `_images`), never carried across fork or pickle;
+        # or every image in memory (`load_images`).
         self._image: zarr.Array | None = None
         self._pid: int | None = None
+        self._in_memory: np.ndarray | None = None
 
     @classmethod
     def for_policy(
@@ -177,7 +179,26 @@ class OverlayDataset(Dataset):
         state["_pid"] = None
         return state
 
-    def _images(self) -> zarr.Array:
+    @property
+    def image_nbytes(self) -> int:
+        """Bytes of the store's images, uncompressed."""
+        return self._images().nbytes
+
+    def load_images(self, images: np.ndarray | None = None) -> np.ndarray:
+        """Read every image of the store into memory (or take ``images``, the same store's, read
+        by another dataset of it); samples then come from memory. Returns the array."""
+        if images is None:
+            images = np.asarray(self._images()[:])
+        if images.shape != self._images().shape:
+            raise ValueError(
+                f"images of shape {images.shape} are not {self.path}'s {self._images().shape}"
+            )
+        self._in_memory = images
+        return images
+
+    def _images(self) -> zarr.Array | np.ndarray:
+        if self._in_memory is not None:
+            return self._in_memory
         pid = os.getpid()
         if self._image is None or self._pid != pid:
             self._image = zarr.open_array(str(self.path), path="data/image", mode="r")

@@ -137,6 +137,7 @@ class Rollout:
     instruction: str
     actions: list[np.ndarray] = field(default_factory=list)
     reach: list[float] = field(default_factory=list)  # fingertip–object distance, xy, per step
+    closest: float = float("inf")  # the fingertip's closest approach to the object (3-D), metres
     calls: int = 0  # chunks sampled for it
     frames: list[tuple[np.ndarray, np.ndarray]] | None = None  # (scene, seen) when animated
 
@@ -148,6 +149,7 @@ class Rollout:
     def measure(self) -> None:
         state = self.env.state
         self.reach.append(float(np.linalg.norm(state.tip[:2] - state.obj[:2])))
+        self.closest = min(self.closest, float(np.linalg.norm(state.tip - state.obj)))
 
     def take(self, action: np.ndarray) -> None:
         self.env.take_action(action, action_type="qpos")
@@ -164,6 +166,7 @@ class Rollout:
             "success": bool(env.eval_success),
             "steps": env.take_action_cnt,
             "grasped_at": env.grasped_at,
+            "closest_m": round(self.closest, 4),
             "occluded": hidden is not None,
             "hidden_steps": hidden or 0,
             "chunks": self.calls,

@@ -131,6 +131,7 @@ def env_maker(synthetic: SyntheticSettings, sim: SimSettings, camera: str) -> Ma
             height=synthetic.height,
             step=synthetic.step,
             step_lim=sim.step_lim,
+            tolerance=sim.tolerance,
         )
 
     return make_env

@@ -281,6 +281,23 @@ def _prepare(
     )
     train_set = OverlayDataset.for_policy(store, settings.policy, train_eps)
     val_set = OverlayDataset.for_policy(store, settings.policy, val_eps) if len(val_eps) else None
+    gb = train_set.image_nbytes / 2**30
+    if gb <= settings.images_in_memory_gb:
+        started = time.monotonic()
+        images = train_set.load_images()
+        if val_set is not None:
+            val_set.load_images(images)
+        log.info(
+            "%s: images in memory (%.2f GB, read in %.0f s)", store, gb, time.monotonic() - started
+        )
+    else:
+        log.info(
+            "%s: images read from the store for every sample (%.2f GB > train.images_in_memory_gb "
+            "%.2f)",
+            store,
+            gb,
+            settings.images_in_memory_gb,
+        )
     run = Run(
         settings=settings,
         store=str(store),
