@@ -8,8 +8,8 @@ figures do not depend on what else the machine runs on its other cores:
 1. The simulator alone: `TableTopEnv` steps/s at 320×240 (head camera), the scripted expert
    acting, each step rendered (``get_obs`` after every ``take_action``, as a policy reads it),
    over several seeded scenes to their success.
-2. N rollouts (scenes 100000 …, ``--steps`` actions each, an untrained tiny policy so that it
-   runs anywhere; it never succeeds, so every rollout runs its full length) through
+2. N rollouts (scenes 100000 …, ``--steps`` actions each, the study's policy untrained, so
+   that it runs anywhere without a training; it never succeeds, so every rollout runs its full length) through
    `overlayflow.policy.rollouts.run_rollouts`: batched (batch = N: the policy runs once per
    chunk on all of them) against one after another (batch = 1, RoboTwin's way), in the same
    run, with the same seeds (their actions are checked equal). Wall time, the time inside the
@@ -43,22 +43,22 @@ from overlayflow.testing import overlay_settings, write_store
 TASK = "place_block"
 CAMERA = "head_camera"
 WIDTH, HEIGHT = 320, 240
-SIZE = (64, 64)  # the policy's images (overlay.size)
+SIZE = (96, 96)  # the policy's images (overlay.size), as in config/study.yaml
 FIRST = 100000
-# An untrained policy small enough for any machine: one 64-wide block on a ResNet-10t.
+# The study's policy (config/study.yaml), untrained: 48² inputs to a tiny ResNet, one
+# observation step, the memory, 2 DiT-X blocks × 128, 10 Euler steps, 8 actions per chunk.
 POLICY = {
     "image_channels": 3,
-    "image_size": 64,
+    "image_size": 48,
     "memory": "initial+current",
-    "n_layers": 1,
-    "width": 64,
-    "heads": 2,
+    "n_layers": 2,
+    "width": 128,
+    "heads": 4,
     "shared_encoder": True,
-    "backbone": "resnet10t",
+    "backbone": "resnet_tiny",
     "horizon": 16,
-    "n_obs_steps": 2,
+    "n_obs_steps": 1,
     "n_action_steps": 8,
-    "inference_steps": 4,
 }
 
 

@@ -118,13 +118,16 @@ def _mean_actions(n_demos: int = 20) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_a_policy_that_ignores_images_fails():
+@pytest.mark.parametrize("tolerance", [0.03, 0.05])  # the default, and config/study.yaml's
+def test_a_policy_that_ignores_images_fails(tolerance):
     per_step = _mean_actions()
     constant = per_step.mean(axis=0)
     for policy in (lambda t: per_step[min(t, len(per_step) - 1)], lambda t: constant):
         successes = 0
         for index in TEST_SCENES:
-            env = TableTopEnv("place_block", index, cameras=(), record_visibility=False)
+            env = TableTopEnv(
+                "place_block", index, cameras=(), record_visibility=False, tolerance=tolerance
+            )
             while env.take_action_cnt < env.step_lim and not env.eval_success:
                 env.take_action(policy(env.take_action_cnt))
             successes += env.eval_success
