@@ -41,3 +41,14 @@ def test_time_per_rule_from_the_run_log(tmp_path):
     log.write_text(LOG)
     assert runlog.latest_log(tmp_path) == log
     assert runlog.summary(log).endswith("whole run: 3 min 34 s, 4 jobs")
+
+
+def test_the_report_run_after_the_workflow_does_not_hide_it(tmp_path):
+    folder = tmp_path / ".snakemake" / "log"
+    folder.mkdir(parents=True)
+    run = folder / "2026-12-02T010908.snakemake.log"
+    run.write_text(LOG)
+    report = folder / "2026-12-02T011500.snakemake.log"  # `snakemake --report`: no jobs
+    report.write_text("Building DAG of jobs...\nCreating report...\nReport created.\n")
+    assert runlog.latest_log(tmp_path) == run
+    assert runlog.summary(report).endswith("no finished jobs")

@@ -22,10 +22,15 @@ _FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
 
 
 def latest_log(workdir: str | Path = ".") -> Path:
-    """The newest Snakemake run log under ``workdir``."""
-    logs = sorted(Path(workdir).glob(".snakemake/log/*.snakemake.log"))
+    """The newest Snakemake run log under ``workdir`` that ran jobs (``--report``, ``-n`` and
+    runs with nothing to do write logs too)."""
+    folder = Path(workdir) / ".snakemake/log"
+    logs = sorted(folder.glob("*.snakemake.log"))
     if not logs:
-        raise FileNotFoundError(f"no Snakemake run log under {Path(workdir) / '.snakemake/log'}")
+        raise FileNotFoundError(f"no Snakemake run log under {folder}")
+    for log in reversed(logs):
+        if "Finished jobid" in log.read_text(errors="replace"):
+            return log
     return logs[-1]
 
 
@@ -44,6 +49,7 @@ def job_times(text: str) -> pd.DataFrame:
             name, start = started.get(int(match[1]), (match[2], now))
             rows.append({"rule": name, "jobid": int(match[1]), "start": start, "end": now})
     table = pd.DataFrame(rows, columns=["rule", "jobid", "start", "end"])
+    table[["start", "end"]] = table[["start", "end"]].astype("datetime64[s]")
     table["seconds"] = (table["end"] - table["start"]).dt.total_seconds()
     return table
 
