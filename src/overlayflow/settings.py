@@ -16,15 +16,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from overlayflow.schema import ConfigError, check_section, schema_defaults
+from overlayflow.schema import check_section, schema_defaults
 
 LAYOUTS = ("overlay", "concat6", "rgb")
 CHANNELS = {"overlay": 3, "concat6": 6, "rgb": 3}
 MEMORY_MODES = ("initial+current", "current")
 MEMORY_TAGS = {"initial+current": "mem", "current": "cur"}
 IMAGE_KEYS = {"initial+current": ("initial", "current"), "current": ("current",)}
-# timm ResNets with GroupNorm → their pooled feature size. ``resnet_tiny`` is the study's CPU
-# encoder: timm's ResNet with one basic block per stage, 16 … 128 channels (0.3 M parameters).
+# Pooled features of each GroupNorm ResNet (resnet_tiny: `policy.encoders.create_backbone`).
 BACKBONE_FEATURES = {"resnet10t": 512, "resnet18": 512, "resnet34": 512, "resnet_tiny": 128}
 
 
@@ -96,21 +95,9 @@ class DataSettings(_Section):
             return {task: [f"episode{i}" for i in range(self.episodes)] for task in self.tasks}
         if isinstance(self.episodes, tuple):
             return {task: [f"episode{i}" for i in sorted(self.episodes)] for task in self.tasks}
-        from overlayflow.robotwin.discovery import EpisodeError, find_episodes
+        from overlayflow.robotwin.discovery import all_episode_names
 
-        found = {}
-        for task in self.tasks:
-            try:
-                refs = find_episodes(self.root, task, self.setting, self.embodiment)
-                found[task] = [ref.name for ref in refs]
-            except EpisodeError as err:
-                raise ConfigError(f"config key data.episodes is 'all', but {err}") from err
-            if not found[task]:
-                raise ConfigError(
-                    f"config key data.episodes is 'all', but no episode of task {task!r} was "
-                    f"found under {self.root} (episode{{i}}.hdf5 or episode_{{i:07d}}.hdf5)"
-                )
-        return found
+        return all_episode_names(self.root, self.tasks, self.setting, self.embodiment)
 
 
 @dataclass(frozen=True)
@@ -297,16 +284,11 @@ class PolicyConfig(_Section):
             _fail("width", f"divisible by `heads` ({self.heads})", self.width)
         if self.time_embed_dim % 2:
             _fail("time_embed_dim", "even (half sine, half cosine)", self.time_embed_dim)
-        if self.weights is not None and self.backbone == "resnet_tiny":
-            _fail(
-                "weights",
-                "null with backbone resnet_tiny (no pretrained weights fit it)",
-                self.weights,
-            )
-        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
-            _fail(
-                "weights", "null (from scratch) or the path of a local weights file", self.weights
-            )
+        if self.weights is not None and (
+            not isinstance(self.weights, str) or not self.weights or self.backbone == "resnet_tiny"
+        ):
+            expected = "null (from scratch; always with backbone resnet_tiny) or a weights file"
+            _fail("weights", expected, self.weights)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import operator
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,18 @@ class OverlayDataset(Dataset):
         """`LimitsNormalizer` fitted on every action of this dataset's episodes."""
         rows = np.repeat(self._episode_mask, self._ends - self._starts)
         return LimitsNormalizer.fit(self._action[rows])
+
+
+def hold_images(datasets: Sequence[OverlayDataset | None], limit_gb: float) -> str:
+    """Read the images of the datasets' store (one store) into memory once, shared by all of
+    them, when they take at most ``limit_gb``; returns what was done, for the log."""
+    first = next(d for d in datasets if d is not None)
+    gb = first.image_nbytes / 2**30
+    if gb > limit_gb:
+        return f"images read from the store for every sample ({gb:.2f} GB > {limit_gb:.2f})"
+    started = time.monotonic()
+    images = first.load_images()
+    for dataset in datasets:
+        if dataset is not None:
+            dataset.load_images(images)
+    return f"images in memory ({gb:.2f} GB, read in {time.monotonic() - started:.0f} s)"

@@ -46,7 +46,7 @@ from timm.scheduler import CosineLRScheduler
 
 from overlayflow.dataset.indices import split_episodes
 from overlayflow.dataset.loader import make_loader
-from overlayflow.dataset.samples import OverlayDataset
+from overlayflow.dataset.samples import OverlayDataset, hold_images
 from overlayflow.dataset.store import open_store
 from overlayflow.interrupts import INTERRUPT_SIGNALS, take_early
 from overlayflow.policy.checkpoint import (
@@ -281,23 +281,7 @@ def _prepare(
     )
     train_set = OverlayDataset.for_policy(store, settings.policy, train_eps)
     val_set = OverlayDataset.for_policy(store, settings.policy, val_eps) if len(val_eps) else None
-    gb = train_set.image_nbytes / 2**30
-    if gb <= settings.images_in_memory_gb:
-        started = time.monotonic()
-        images = train_set.load_images()
-        if val_set is not None:
-            val_set.load_images(images)
-        log.info(
-            "%s: images in memory (%.2f GB, read in %.0f s)", store, gb, time.monotonic() - started
-        )
-    else:
-        log.info(
-            "%s: images read from the store for every sample (%.2f GB > train.images_in_memory_gb "
-            "%.2f)",
-            store,
-            gb,
-            settings.images_in_memory_gb,
-        )
+    log.info("%s: %s", store, hold_images([train_set, val_set], settings.images_in_memory_gb))
     run = Run(
         settings=settings,
         store=str(store),

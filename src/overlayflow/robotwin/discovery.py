@@ -10,8 +10,11 @@ wildcard) and :attr:`EpisodeRef.hdf5` resolves the real file.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from overlayflow.schema import ConfigError
 
 # The workflow's episode name, and the two file namings (stable_2.0's and v1.0's).
 EPISODE_RE = re.compile(r"episode(\d+)")
@@ -200,3 +203,22 @@ def resolve_episode(
         what = "neither exists" if not found else "both exist; expected one"
         raise EpisodeError(f"episode file {data}/{names[0]} or {names[1]}: {what}")
     return EpisodeRef.from_file(root, task, setting, found[0])
+
+
+def all_episode_names(
+    root: str | Path, tasks: Sequence[str], setting: str, embodiment: str | None
+) -> dict[str, list[str]]:
+    """``data.episodes: all``: the names of every episode found of each task, in index order;
+    `ConfigError` naming the key when a task has none or its folder cannot be read."""
+    found = {}
+    for task in tasks:
+        try:
+            found[task] = [ref.name for ref in find_episodes(root, task, setting, embodiment)]
+        except EpisodeError as err:
+            raise ConfigError(f"config key data.episodes is 'all', but {err}") from err
+        if not found[task]:
+            raise ConfigError(
+                f"config key data.episodes is 'all', but no episode of task {task!r} was "
+                f"found under {root} (episode{{i}}.hdf5 or episode_{{i:07d}}.hdf5)"
+            )
+    return found
