@@ -324,8 +324,8 @@ def test_a_failing_gpu_job_fails_the_run_and_names_its_log(cluster, tmp_path):
 
 
 def test_training_checkpoints_before_the_time_limit_and_the_retry_resumes(cluster, tmp_path):
-    """The profile's `--signal=USR1@<s>` on the train rule, with a 1-minute limit and the signal
-    40 s before it: SLURM signals the job, the training writes latest.pt and fails, and the
+    """The profile's `--signal=USR1@<s>` on the train rule, with a 2-minute limit and the signal
+    80 s before it: SLURM signals the job, the training writes latest.pt and fails, and the
     profile's retry resumes from that step (and is signalled in turn: the steps never run out).
 
     SLURM's signal timer runs on its own period, so on a loaded machine the limit's SIGTERM can
@@ -355,10 +355,11 @@ def test_training_checkpoints_before_the_time_limit_and_the_retry_resumes(cluste
         tmp_path, "results/datasets/rgb.zarr", "--cores", "2", "--configfile", str(path)
     )
     assert local.returncode == 0, tail(local.stderr)
-    # SLURM sends the signal within ~30 s of it falling due (its timer's period), so 40 s before
-    # a 1-minute limit gives the training 20 s to start (on a busy 2-core machine) and the signal
-    # time to arrive before the limit.
-    limited = {**train, "runtime": 1, "slurm_extra": "'--signal=USR1@40'"}
+    # SLURM sends the signal within ~30 s of it falling due (its timer's period), so 80 s before
+    # a 2-minute limit gives the training 40 s to start and the signal time to arrive before the
+    # limit. The job's own Snakemake takes ~20 s to start on a busy 2-core machine: with 20 s in
+    # all, CI once saw the signal end an attempt before the training had begun.
+    limited = {**train, "runtime": 2, "slurm_extra": "'--signal=USR1@80'"}
     settings["set-resources"]["train"] = limited
     result = run_slurm(tmp_path, path, "results/train/rgb/model.pt", settings=settings)
     output = result.stdout + result.stderr
