@@ -45,8 +45,9 @@ CAMERA = "head_camera"
 WIDTH, HEIGHT = 320, 240
 SIZE = (96, 96)  # the policy's images (overlay.size), as in config/study.yaml
 FIRST = 100000
-# The study's policy (config/study.yaml), untrained: 48² inputs to a tiny ResNet, one
-# observation step, the memory, 2 DiT-X blocks × 128, 10 Euler steps, 8 actions per chunk.
+# The study's policy (config/study.yaml), untrained: 48² inputs (and coordinate channels) to a
+# tiny ResNet, one observation step, the memory, 2 DiT-X blocks × 128, 10 Euler steps, 8 actions
+# per chunk.
 POLICY = {
     "image_channels": 3,
     "image_size": 48,
@@ -56,6 +57,7 @@ POLICY = {
     "heads": 4,
     "shared_encoder": True,
     "backbone": "resnet_tiny",
+    "coords": True,
     "horizon": 16,
     "n_obs_steps": 1,
     "n_action_steps": 8,

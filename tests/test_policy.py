@@ -22,6 +22,7 @@ from overlayflow.policy.encoders import (
     ImageEncoder,
     augment_images,
     color_jitter,
+    coordinate_channels,
     map_resnet_keys,
 )
 from overlayflow.policy.model import (
@@ -414,6 +415,26 @@ def test_r3m_checkpoint_loads(tmp_path) -> None:
     six = ImageEncoder("resnet18", 6, str(path))
     conv1 = source["conv1.weight"]
     torch.testing.assert_close(six.net.conv1.weight, torch.cat([conv1, conv1], 1) * 0.5)
+
+
+def test_coordinate_channels_give_each_pixel_its_column_and_row() -> None:
+    images = torch.rand(2, 3, 4, 5)
+    out = coordinate_channels(images)
+    assert out.shape == (2, 5, 4, 5)
+    torch.testing.assert_close(out[:, :3], images)
+    torch.testing.assert_close(out[1, 3, 2], torch.linspace(-1, 1, 5))  # column, along a row
+    torch.testing.assert_close(out[0, 4, :, 1], torch.linspace(-1, 1, 4))  # row, down a column
+
+
+def test_coords_widen_the_first_convolution_and_pretrained_filters_ignore_them(tmp_path) -> None:
+    policy = ManiFlowPolicy(tiny(coords=True), LIMITS)
+    assert policy.encoders["initial"].net.conv1.in_channels == 5
+    assert policy.encoders["initial"](torch.rand(2, 3, 32, 32)).shape == (2, 512)
+    path = tmp_path / "r3m_18.pt"
+    conv1 = _r3m_checkpoint(path)["conv1.weight"]
+    six = ImageEncoder("resnet18", 6, str(path), coords=True)
+    expected = torch.cat([conv1 * 0.5, conv1 * 0.5, torch.zeros_like(conv1[:, :2])], 1)
+    torch.testing.assert_close(six.net.conv1.weight, expected)
 
 
 def test_pretrained_weights_switch_on_imagenet_normalization(tmp_path) -> None:

@@ -227,6 +227,16 @@ def test_checkpoint_of_another_format_version_is_refused(store, tmp_path):
         ck.load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_an_older_checkpoint_loads_with_the_default_of_a_new_setting(store, tmp_path):
+    tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key in ck.ADDED_POLICY_SETTINGS:
+        del ckpt["settings"]["policy"][key]
+    torch.save(ckpt, tmp_path / "older.pt")
+    policy, record = ck.load_policy(tmp_path / "older.pt")
+    assert not policy.cfg.coords and record["settings"]["policy"]["coords"] is False
+
+
 def test_changed_settings_start_afresh_and_keep_the_old_state(store, tmp_path):
     tr.train(store, tmp_path, settings(steps=2, val_every=2))
     tr.train(store, tmp_path, settings(steps=3, val_every=3))  # steps may grow: resumes

@@ -251,6 +251,7 @@ class PolicyConfig(_Section):
     n_tasks: int
     backbone: str
     weights: str | None
+    coords: bool
     flow_batch_ratio: float
     consistency_steps: int
     flow_t_beta: tuple[float, float]

@@ -44,6 +44,8 @@ FORMAT = "overlayflow.checkpoint"
 # 2: `settings` holds the complete policy settings; no separate `policy_config` or `resolved`.
 # 3: `ema` is the EMA weights (timm's ModelEmaV3 keeps no step of its own); no `scheduler`.
 FORMAT_VERSION = 3
+# Policy settings added after format 3, and what a checkpoint without them was trained with.
+ADDED_POLICY_SETTINGS = {"coords": False}
 
 
 class CheckpointError(Exception):
@@ -198,6 +200,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "delete it and train again with this version of overlayflow, or use the version that "
             "wrote it"
         )
+    # Settings added since format 3 was written: their defaults are what those checkpoints did.
+    policy = ckpt.get("settings", {}).get("policy")
+    if isinstance(policy, dict):
+        for key, value in ADDED_POLICY_SETTINGS.items():
+            policy.setdefault(key, value)
     return ckpt
 
 

@@ -96,8 +96,27 @@ def create_backbone(backbone: str, in_chans: int) -> nn.Module:
     return timm.create_model(backbone, pretrained=False, **kwargs)
 
 
+def coordinate_channels(images: torch.Tensor) -> torch.Tensor:
+    """``images`` (N, C, H, W) with two channels more: each pixel's column and row in [-1, 1].
+
+    CoordConv (Liu et al., 2018): with them a convolution can weigh what it sees by where it is,
+    so a globally pooled feature can carry an object's image position; without them only the
+    padding tells a ResNet where things are.
+    """
+    n, _, h, w = images.shape
+    rows = torch.linspace(-1.0, 1.0, h, device=images.device, dtype=images.dtype)
+    cols = torch.linspace(-1.0, 1.0, w, device=images.device, dtype=images.dtype)
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"))  # (2, H, W): column, row
+    return torch.cat([images, grid.expand(n, 2, h, w)], 1)
+
+
 class ImageEncoder(nn.Module):
-    """ResNet (timm, GroupNorm, global average pool) → (N, features) from (N, C, H, W) in [0, 1]."""
+    """ResNet (timm, GroupNorm, global average pool) → (N, features) from (N, C, H, W) in [0, 1].
+
+    With ``coords`` the ResNet also sees two coordinate channels (`coordinate_channels`), added
+    after augmentation and normalization; a pretrained first convolution gets zero weights for
+    them, so it starts as it was trained.
+    """
 
     def __init__(
         self,
@@ -106,9 +125,12 @@ class ImageEncoder(nn.Module):
         weights: str | None = None,
         *,
         imagenet_norm: bool = False,
+        coords: bool = False,
     ) -> None:
         super().__init__()
-        self.net = create_backbone(backbone, in_chans)
+        self.coords = coords
+        self.in_chans = in_chans
+        self.net = create_backbone(backbone, in_chans + 2 * coords)
         if weights is not None:
             self._load(weights, backbone)
         # ManiFlow normalizes with ImageNet statistics only for pretrained weights; from scratch
@@ -126,9 +148,13 @@ class ImageEncoder(nn.Module):
         state = read_weights(path)
         own = self.net.state_dict()
         conv1 = state.get("conv1.weight")
-        want = own["conv1.weight"].shape[1]
+        want = self.in_chans
         if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3 and want != 3:
-            state["conv1.weight"] = adapt_input_conv(want, conv1)  # RGB filters repeated, × 3/C
+            conv1 = adapt_input_conv(want, conv1)  # RGB filters repeated, × 3/C
+        if conv1 is not None and conv1.ndim == 4 and self.coords and conv1.shape[1] == want:
+            conv1 = torch.cat([conv1, conv1.new_zeros(conv1.shape[0], 2, *conv1.shape[2:])], 1)
+        if conv1 is not None:
+            state["conv1.weight"] = conv1
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         mismatched = [
@@ -148,6 +174,8 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.imagenet_norm:
             images = (images - self.mean) / self.std
+        if self.coords:
+            images = coordinate_channels(images)
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)

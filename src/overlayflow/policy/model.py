@@ -105,7 +105,11 @@ class ManiFlowPolicy(nn.Module):
         self.encoders = nn.ModuleDict(
             {
                 name: ImageEncoder(
-                    cfg.backbone, cfg.image_channels, weights, imagenet_norm=cfg.weights is not None
+                    cfg.backbone,
+                    cfg.image_channels,
+                    weights,
+                    imagenet_norm=cfg.weights is not None,
+                    coords=cfg.coords,
                 )
                 for name in names
             }
