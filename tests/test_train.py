@@ -247,6 +247,17 @@ def test_changed_settings_start_afresh_and_keep_the_old_state(store, tmp_path):
     assert ck.load_checkpoint(tmp_path / "latest.pt")["settings"]["lr"] == 5e-4
 
 
+def test_fewer_steps_than_the_checkpoint_train_afresh(store, tmp_path, caplog):
+    """A 3-step checkpoint is not a finished 2-step training: its model would be the longer one."""
+    tr.train(store, tmp_path, settings(steps=3, val_every=3))
+    with caplog.at_level(logging.WARNING):
+        summary = tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    assert "is at step 3, past this run's 2 steps; starting afresh" in caplog.text
+    assert summary["steps"] == 2
+    assert ck.load_checkpoint(tmp_path / "latest.pt")["step"] == 2
+    assert ck.load_checkpoint(tmp_path / "latest.stale.pt")["step"] == 3
+
+
 def test_outputs_and_evaluation(store, tmp_path):
     tr.train(store, tmp_path, settings(steps=4))
     for name in ("latest.pt", "best.pt", "model.pt", "metrics.jsonl", "metrics.csv"):

@@ -121,15 +121,19 @@ def resume(
     optimizer: torch.optim.Optimizer,
 ) -> tuple[int, float, str | None]:
     """Restore the training state of ``path`` if it was written for the same run: (step, best
-    validation loss, W&B run id or None). A checkpoint of other settings is set aside as
+    validation loss, W&B run id or None). A checkpoint of other settings, or one past the run's
+    ``steps`` (a shorter training is another training, not a finished one), is set aside as
     ``latest.stale.pt``."""
     ckpt = load_checkpoint(path)
+    why = None
     if _fixed(ckpt["settings"], ckpt["store"]) != run.fixed():
+        why = "was written with other settings"
+    elif ckpt["step"] > run.settings.steps:
+        why = f"is at step {ckpt['step']}, past this run's {run.settings.steps} steps"
+    if why is not None:
         stale = path.with_name("latest.stale.pt")
         os.replace(path, stale)
-        log.warning(
-            "%s was written with other settings; starting afresh (it is kept as %s)", path, stale
-        )
+        log.warning("%s %s; starting afresh (it is kept as %s)", path, why, stale)
         return 0, float("inf"), None
     policy.load_state_dict(ckpt["model"])
     ema.module.load_state_dict(ckpt["ema"])
