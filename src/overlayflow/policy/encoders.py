@@ -148,12 +148,11 @@ class ImageEncoder(nn.Module):
         state = read_weights(path)
         own = self.net.state_dict()
         conv1 = state.get("conv1.weight")
-        want = self.in_chans
-        if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3 and want != 3:
-            conv1 = adapt_input_conv(want, conv1)  # RGB filters repeated, × 3/C
-        if conv1 is not None and conv1.ndim == 4 and self.coords and conv1.shape[1] == want:
-            conv1 = torch.cat([conv1, conv1.new_zeros(conv1.shape[0], 2, *conv1.shape[2:])], 1)
-        if conv1 is not None:
+        if conv1 is not None and conv1.ndim == 4:
+            if conv1.shape[1] == 3 and self.in_chans != 3:
+                conv1 = adapt_input_conv(self.in_chans, conv1)  # RGB filters repeated, × 3/C
+            if self.coords and conv1.shape[1] == self.in_chans:  # zero filters for coordinates
+                conv1 = torch.cat([conv1, conv1.new_zeros(conv1.shape[0], 2, *conv1.shape[2:])], 1)
             state["conv1.weight"] = conv1
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
