@@ -258,6 +258,24 @@ def test_fewer_steps_than_the_checkpoint_train_afresh(store, tmp_path, caplog):
     assert ck.load_checkpoint(tmp_path / "latest.stale.pt")["step"] == 3
 
 
+def test_another_versions_network_trains_afresh_and_is_refused_for_use(store, tmp_path, caplog):
+    """Same settings, other weights: a checkpoint written by a version whose network differs."""
+    tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    for name in ("latest.pt", "model.pt"):
+        ckpt = torch.load(tmp_path / name, weights_only=True)
+        for weights in ("model", "ema"):
+            if weights in ckpt:
+                ckpt[weights]["transformer.extra.weight"] = torch.zeros(3)
+        torch.save(ckpt, tmp_path / name)
+    with pytest.raises(ck.CheckpointError, match=r"model\.pt: .*1 unexpected .*another version"):
+        ck.load_policy(tmp_path / "model.pt")
+    with caplog.at_level(logging.WARNING):
+        summary = tr.train(store, tmp_path, settings(steps=2, val_every=2))
+    assert "holds another network's weights (1 unexpected" in caplog.text
+    assert summary["steps"] == 2 and (tmp_path / "latest.stale.pt").exists()
+    ck.load_policy(tmp_path / "model.pt")
+
+
 def test_outputs_and_evaluation(store, tmp_path):
     tr.train(store, tmp_path, settings(steps=4))
     for name in ("latest.pt", "best.pt", "model.pt", "metrics.jsonl", "metrics.csv"):

@@ -130,6 +130,8 @@ def resume(
         why = "was written with other settings"
     elif ckpt["step"] > run.settings.steps:
         why = f"is at step {ckpt['step']}, past this run's {run.settings.steps} steps"
+    elif (mismatch := weights_mismatch(ckpt["model"], policy)) is not None:
+        why = f"holds another network's weights ({mismatch}): another version of overlayflow"
     if why is not None:
         stale = path.with_name("latest.stale.pt")
         os.replace(path, stale)
@@ -222,5 +224,27 @@ def load_policy(
     # The checkpoint holds every weight, so a configured weights file is not read again.
     policy = ManiFlowPolicy(cfg, normalizer, load_weights=False)
     # model.pt holds the EMA weights as "model"; a training checkpoint holds them in "ema".
-    policy.load_state_dict(ckpt["ema"] if "ema" in ckpt else ckpt["model"])
+    weights = ckpt["ema"] if "ema" in ckpt else ckpt["model"]
+    if (mismatch := weights_mismatch(weights, policy)) is not None:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the network its settings describe in this version "
+            f"of overlayflow ({mismatch}); it was written by another version. Use that version, "
+            "or train it again with this one."
+        )
+    policy.load_state_dict(weights)
     return policy.to_device(device).eval(), ckpt
+
+
+def weights_mismatch(weights: Mapping[str, torch.Tensor], policy: ManiFlowPolicy) -> str | None:
+    """What keeps ``weights`` from loading into ``policy`` (missing, unexpected or differently
+    shaped tensors, a few named), or None when they fit."""
+    own = policy.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    parts = [
+        f"{len(keys)} {what} {keys[:3]}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", shapes))
+        if keys
+    ]
+    return "; ".join(parts) or None
