@@ -35,6 +35,7 @@ import torch
 
 from overlayflow import files
 from overlayflow.dataset.normalizer import LimitsNormalizer
+from overlayflow.policy.encoders import state_mismatch
 from overlayflow.policy.model import EMA, ManiFlowPolicy
 from overlayflow.settings import PolicyConfig, TrainSettings
 
@@ -130,7 +131,7 @@ def resume(
         why = "was written with other settings"
     elif ckpt["step"] > run.settings.steps:
         why = f"is at step {ckpt['step']}, past this run's {run.settings.steps} steps"
-    elif (mismatch := weights_mismatch(ckpt["model"], policy)) is not None:
+    elif (mismatch := state_mismatch(ckpt["model"], policy.state_dict())) is not None:
         why = f"holds another network's weights ({mismatch}): another version of overlayflow"
     if why is not None:
         stale = path.with_name("latest.stale.pt")
@@ -225,7 +226,7 @@ def load_policy(
     policy = ManiFlowPolicy(cfg, normalizer, load_weights=False)
     # model.pt holds the EMA weights as "model"; a training checkpoint holds them in "ema".
     weights = ckpt["ema"] if "ema" in ckpt else ckpt["model"]
-    if (mismatch := weights_mismatch(weights, policy)) is not None:
+    if (mismatch := state_mismatch(weights, policy.state_dict())) is not None:
         raise CheckpointError(
             f"{path}: its weights do not fit the network its settings describe in this version "
             f"of overlayflow ({mismatch}); it was written by another version. Use that version, "
@@ -233,18 +234,3 @@ def load_policy(
         )
     policy.load_state_dict(weights)
     return policy.to_device(device).eval(), ckpt
-
-
-def weights_mismatch(weights: Mapping[str, torch.Tensor], policy: ManiFlowPolicy) -> str | None:
-    """What keeps ``weights`` from loading into ``policy`` (missing, unexpected or differently
-    shaped tensors, a few named), or None when they fit."""
-    own = policy.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
-    parts = [
-        f"{len(keys)} {what} {keys[:3]}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", shapes))
-        if keys
-    ]
-    return "; ".join(parts) or None

@@ -85,6 +85,26 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return map_resnet_keys(obj)
 
 
+def state_mismatch(
+    state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> str | None:
+    """What keeps the state dict ``state`` from loading where ``own`` is (missing, unexpected
+    and differently shaped tensors, a few of each named), or None when it fits."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {what} keys {keys[:4]}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("reshaped", reshaped))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
 TINY_CHANNELS = (16, 32, 64, 128)  # resnet_tiny's stages (settings.BACKBONE_FEATURES)
 
 
@@ -154,18 +174,10 @@ class ImageEncoder(nn.Module):
             if self.coords and conv1.shape[1] == self.in_chans:  # zero filters for coordinates
                 conv1 = torch.cat([conv1, conv1.new_zeros(conv1.shape[0], 2, *conv1.shape[2:])], 1)
             state["conv1.weight"] = conv1
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [
-            f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            for k in own
-            if k in state and state[k].shape != own[k].shape
-        ]
-        if missing or unexpected or mismatched:
+        mismatch = state_mismatch(state, own)
+        if mismatch is not None:
             raise ValueError(
-                f"encoder weights {path} do not fit a GroupNorm {backbone}: "
-                f"{len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected keys "
-                f"{unexpected[:4]}, {len(mismatched)} shape mismatches {mismatched[:4]}"
+                f"encoder weights {path} do not fit a GroupNorm {backbone}: {mismatch}"
             )
         self.net.load_state_dict(state)
         logger.info("encoder weights loaded from %s (%d tensors)", path, len(state))
