@@ -304,6 +304,35 @@ def test_gradients_reach_the_encoders_not_the_teacher(make_policy) -> None:
     assert all(p.grad is None for p in ema.module.parameters())
 
 
+def test_the_image_action_loss_sees_the_images_only_and_trains_only_the_encoder_side(
+    make_policy,
+) -> None:
+    policy = make_policy(image_action_weight=2.0)
+    assert not hasattr(make_policy(), "image_action")  # off by default: ManiFlow's objective
+    EMA(policy)
+    for param in policy.transformer.parameters():  # open the zero-init gates
+        param.data.add_(0.01 * torch.randn_like(param))
+    batch = make_batch(policy.cfg)
+    torch.manual_seed(1)
+    _, parts = policy.compute_loss(batch)
+    # The agent_pos is not among its inputs: another state leaves its loss as it was.
+    moved = {**batch, "agent_pos": batch["agent_pos"] + 5.0}
+    torch.manual_seed(1)
+    _, moved_parts = policy.compute_loss(moved)
+    assert moved_parts["loss_image_action"] == parts["loss_image_action"]
+    assert moved_parts["loss_flow"] != parts["loss_flow"]
+    # Its weighted value is part of the loss, and its gradient reaches the encoder and its head,
+    # not the transformer.
+    total = parts["loss_flow"] + parts["loss_consistency"] + 2.0 * parts["loss_image_action"]
+    assert torch.isclose(parts["loss"], total)
+    policy.zero_grad()
+    features = policy.encode_obs(batch, augment=False)[:, : policy.cfg.image_dim]
+    guess = policy.image_action(features).view(-1, policy.cfg.horizon, policy.cfg.action_dim)
+    torch.nn.functional.mse_loss(guess, policy.normalize(batch["action"])).backward()
+    assert all(e.net.conv1.weight.grad.abs().sum() > 0 for e in policy.encoders.values())
+    assert all(p.grad is None for p in policy.transformer.parameters())
+
+
 # Augmentation
 
 

@@ -235,6 +235,7 @@ def test_an_older_checkpoint_loads_with_the_default_of_a_new_setting(store, tmp_
     torch.save(ckpt, tmp_path / "older.pt")
     policy, record = ck.load_policy(tmp_path / "older.pt")
     assert not policy.cfg.coords and record["settings"]["policy"]["coords"] is False
+    assert policy.cfg.image_action_weight == 0 and not hasattr(policy, "image_action")
 
 
 def test_changed_settings_start_afresh_and_keep_the_old_state(store, tmp_path):

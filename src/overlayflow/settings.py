@@ -252,6 +252,7 @@ class PolicyConfig(_Section):
     backbone: str
     weights: str | None
     coords: bool
+    image_action_weight: float
     flow_batch_ratio: float
     consistency_steps: int
     flow_t_beta: tuple[float, float]
@@ -319,10 +320,14 @@ class PolicyConfig(_Section):
         return BACKBONE_FEATURES[self.backbone]
 
     @property
+    def image_dim(self) -> int:
+        """Length of the image features in the conditioning vector: every key and frame."""
+        return len(self.image_keys) * self.n_obs_steps * self.feature_dim
+
+    @property
     def cond_dim(self) -> int:
         """Length of the conditioning vector: image features of every key and frame + agent_pos."""
-        images = len(self.image_keys) * self.n_obs_steps * self.feature_dim
-        return images + self.n_obs_steps * self.state_dim
+        return self.image_dim + self.n_obs_steps * self.state_dim
 
 
 @dataclass(frozen=True)

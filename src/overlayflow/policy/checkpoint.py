@@ -46,7 +46,7 @@ FORMAT = "overlayflow.checkpoint"
 # 3: `ema` is the EMA weights (timm's ModelEmaV3 keeps no step of its own); no `scheduler`.
 FORMAT_VERSION = 3
 # Policy settings added after format 3, and what a checkpoint without them was trained with.
-ADDED_POLICY_SETTINGS = {"coords": False}
+ADDED_POLICY_SETTINGS = {"coords": False, "image_action_weight": 0.0}
 
 
 class CheckpointError(Exception):

@@ -12,6 +12,12 @@ Per image key, the To frames' 512-d features are concatenated; all keys and the 
 normalized, as ManiFlow on RoboTwin) agent_pos form ONE conditioning vector (2·2·512 + 2·14 = 2076
 for initial+current, 1052 for current only) that is the single cross-attention context token.
 Flow convention: t = 0 is noise, t = 1 is data, x_t = (1 − t)·x0 + t·x1, x1 the normalized chunk.
+
+Beside ManiFlow's objective, ``image_action_weight`` > 0 adds an auxiliary loss: a small head
+regresses x1 from the image features alone (the conditioning vector without agent_pos). In
+demonstrations that approach their target in a straight line, the arm's state already says where it
+is heading after the first frames, and the flow losses alone then teach the policy to follow the
+state, not to look; the head's loss needs the image on every frame. It is used in training only.
 """
 
 from __future__ import annotations
@@ -115,6 +121,12 @@ class ManiFlowPolicy(nn.Module):
             }
         )
         self.transformer = DiTX(cfg)
+        if cfg.image_action_weight > 0:  # the auxiliary head (module docstring); none otherwise
+            self.image_action = nn.Sequential(
+                nn.Linear(cfg.image_dim, 2 * cfg.width),
+                nn.Mish(),
+                nn.Linear(2 * cfg.width, cfg.horizon * cfg.action_dim),
+            )
         self.register_buffer("action_scale", torch.as_tensor(normalizer.scale, dtype=torch.float32))
         self.register_buffer(
             "action_offset", torch.as_tensor(normalizer.offset, dtype=torch.float32)
@@ -229,7 +241,8 @@ class ManiFlowPolicy(nn.Module):
     def compute_loss(
         self, batch: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Flow loss on the first part of the batch, consistency loss (EMA teacher) on the rest.
+        """Flow loss on the first part of the batch, consistency loss (EMA teacher) on the rest,
+        and the image-only action loss on all of it when ``image_action_weight`` > 0.
 
         Returns the loss and its parts as detached 0-d tensors on the device: reading them waits
         for the device, so the caller reads them only when it logs.
@@ -277,6 +290,11 @@ class ManiFlowPolicy(nn.Module):
             v = self.transformer(x_t, t, dt, cond[cons], task[cons]).float()
             losses.append(F.mse_loss(v, target))
             metrics.update(loss_consistency=losses[-1].detach(), v_consistency_rms=_rms(v))
+
+        if cfg.image_action_weight > 0:
+            guess = self.image_action(cond[:, : cfg.image_dim]).view_as(x1)
+            losses.append(cfg.image_action_weight * F.mse_loss(guess, x1))
+            metrics["loss_image_action"] = losses[-1].detach() / cfg.image_action_weight
 
         loss = torch.stack(losses).sum()
         metrics["loss"] = loss.detach()
