@@ -1,5 +1,5 @@
 """The table-top simulator: consistent with the written episodes, solvable, not solvable blind,
-and its occluded variant hides the object where it is designed to."""
+and its occluded and hidden variants hide the object where they are designed to."""
 
 import json
 
@@ -13,11 +13,13 @@ from overlayflow.paths.standin_model import answer_for
 from overlayflow.robotwin.episodes import Episode, EpisodeRef
 from overlayflow.robotwin.index import index_episode
 from overlayflow.synthetic import physics
+from overlayflow.synthetic.motion import READY_TIP, approach_index, frames_to
 from overlayflow.synthetic.occluder import FIRST_HIDDEN, hidden_frames
 from overlayflow.synthetic.robot import flange_pose, joint_angles
 from overlayflow.synthetic.sim import TableTopEnv, hidden_stretches
 
 OCCLUDED = "place_block_occluded"
+HIDDEN = "place_block_hidden"
 TEST_SCENES = range(1000, 1100)  # disjoint from the demonstrations' indices below
 
 
@@ -71,7 +73,7 @@ def test_replaying_recorded_actions_reproduces_the_episode(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["place_block", OCCLUDED])
+@pytest.mark.parametrize("task", ["place_block", OCCLUDED, HIDDEN])
 def test_replaying_at_full_size_reproduces_every_camera(tmp_path, task):
     _replay(tmp_path, task, 5, synthetic.ALL_CAMERAS)
 
@@ -91,10 +93,11 @@ def test_replay_stops_at_success_like_robotwin():
     assert env.state.obj[2] == pytest.approx(physics.rest_height(scene, env.state.obj))
 
 
-def test_scripted_expert_succeeds_in_closed_loop():
+@pytest.mark.parametrize("task", ["place_block", HIDDEN])
+def test_scripted_expert_succeeds_in_closed_loop(task):
     successes = 0
     for index in TEST_SCENES:
-        env = TableTopEnv("place_block", index, cameras=(), record_visibility=False)
+        env = TableTopEnv(task, index, cameras=(), record_visibility=False)
         successes += synthetic.run_expert(env)
     assert successes >= 98
 
@@ -148,6 +151,38 @@ def test_occluded_variant_hides_the_object_before_the_grasp():
     assert scene.occluded and not plain_scene.occluded
     assert scene.instructions == plain_scene.instructions
     np.testing.assert_array_equal(scene.obj_xy, plain_scene.obj_xy)
+
+
+def test_hidden_variant_shows_the_object_only_before_the_arm_sets_off(tmp_path):
+    """Neither the pictures nor the arm's state say where the object is once the panel hangs: the
+    first chunk of a policy's actions (8 steps) goes to a ready pose that is the same for every
+    scene of its side, and the head camera does not see the object again before it is carried."""
+    starts = {"left": [], "right": []}
+    for index in range(8):
+        hidden = TableTopEnv(HIDDEN, index, cameras=())
+        assert synthetic.run_expert(hidden)
+        scene = hidden.scene
+        assert scene.hidden and scene.occluded and approach_index(scene) == 1
+        visibility = np.array(hidden.visibility)
+        assert np.all(visibility[:FIRST_HIDDEN] > 0.9)
+        assert np.all(visibility[FIRST_HIDDEN : hidden.grasped_at + 1] == 0.0)
+        assert visibility[hidden.grasped_at :].max() > 0.2  # carried out of the panel's shadow
+        demo = synthetic.demonstrate(scene)
+        # A frame at the primitive's start (as RoboTwin saves), then its frames to the ready pose.
+        ready = 1 + frames_to(READY_TIP[scene.arm], demo.tips[0], 0, 0.02)
+        assert ready > 8
+        starts[scene.arm].append(demo.tips[: ready + 1])
+        np.testing.assert_allclose(demo.tips[ready], READY_TIP[scene.arm], atol=1e-12)
+        plain = synthetic.make_scene("place_block", index)
+        np.testing.assert_array_equal(scene.obj_xy, plain.obj_xy)
+        assert scene.instructions == plain.instructions
+    for side, tips in starts.items():
+        assert len(tips) >= 2, side
+        np.testing.assert_allclose(np.ptp(np.stack(tips), axis=0), 0.0, atol=1e-12)
+    synthetic.write_task(tmp_path, HIDDEN, 1, cameras=("head_camera",), width=160, height=120)
+    with Episode(EpisodeRef(tmp_path, HIDDEN, "demo_clean", 0)) as episode:
+        quest, frame = episode.instruction, episode.frame(20)
+    assert "cannot find" in answer_for("hamster", frame, quest)
 
 
 def test_written_occluded_episode_is_indexed_as_hidden(tmp_path):

@@ -272,6 +272,23 @@ def test_changing_one_experiment_reruns_only_it(whole_run):
     assert "results/train/rgb-cur-s0/model.pt" not in dry.stdout
 
 
+@pytest.mark.parametrize(
+    ("configs", "trainings"),
+    [
+        (["config/study.yaml"], 12),  # layouts × memory × (oracle, stand-in) × 2 seeds
+        (["config/study.yaml", "config/hidden.yaml"], 4),  # layouts × memory, stand-in, 1 seed
+    ],
+)
+def test_the_study_configs_dry_run(tmp_path, configs, trainings):
+    files = [str(REPO / c) for c in configs]
+    result = run_snakemake(tmp_path, "-n", "--configfile", *files, "--replace-workflow-config")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counted = jobs(result.stdout)
+    assert counted["train"] == counted["sim_rollouts"] == trainings
+    tasks = "place_block_hidden" if len(configs) == 2 else "place_block_occluded"
+    assert f"resources/study/{tasks}/demo_clean/data/episode49.hdf5" in result.stdout
+
+
 def test_default_config_dry_run(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/config.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,8 @@ through a small renderer (`render`, `views`), and written in RoboTwin's exact la
     synthetic.write_task(root, "place_block", 2, cameras=("head_camera",))
 
 The same scenes run in closed loop in `sim.TableTopEnv`, RoboTwin's ``TASK_ENV`` interface, with
-a scripted expert (`expert`); ``<task>_occluded`` adds the designed occlusion (`occluder`)::
+a scripted expert (`expert`); ``<task>_occluded`` and ``<task>_hidden`` add the designed
+occlusions (`occluder`)::
 
     env = synthetic.TableTopEnv("place_block_occluded", 0, cameras=("head_camera",))
     while env.take_action_cnt < env.step_lim and not env.eval_success:
@@ -36,7 +37,7 @@ from overlayflow.synthetic.robot import (
     joint_angles,
     joint_vector,
 )
-from overlayflow.synthetic.scenes import COLOURS, OCCLUDED, Scene, base_task, make_scene
+from overlayflow.synthetic.scenes import COLOURS, HIDDEN, OCCLUDED, Scene, base_task, make_scene
 from overlayflow.synthetic.sim import TableTopEnv, hidden_stretches
 from overlayflow.synthetic.views import View, Viewer, episode_views
 from overlayflow.synthetic.writer import write_episode, write_task
@@ -45,6 +46,7 @@ __all__ = [
     "ALL_CAMERAS",
     "COLOURS",
     "FIXED_CAMERAS",
+    "HIDDEN",
     "OCCLUDED",
     "TIP_OFFSET",
     "WRIST_CAMERAS",

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from overlayflow.synthetic.motion import frames_to, primitives
+from overlayflow.synthetic.motion import approach_index, frames_to, primitives
 from overlayflow.synthetic.robot import joint_vector
 from overlayflow.synthetic.sim import TableTopEnv
 
-LIFT_OFF = 3  # the primitive that lifts the object: it needs the object held
+LIFT_OFF = (
+    3  # the primitive that lifts the object, counted from the approach: it needs the object held
+)
 
 
 class Expert:
@@ -34,9 +36,10 @@ class Expert:
     def _begin(self, env: TableTopEnv) -> None:
         """Plan the next primitive from the current state; past the last one, stay put."""
         state = env.state
+        first = approach_index(env.scene)
         while True:
-            if self._phase == LIFT_OFF and not state.held:
-                self._phase = 0
+            if self._phase == first + LIFT_OFF and not state.held:
+                self._phase = first
             plan = primitives(env.scene, state.obj)
             if self._phase >= len(plan):
                 self._start, self._goal, self._k, self._n = state.tip, state.tip, 0, 1

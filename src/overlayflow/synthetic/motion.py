@@ -52,18 +52,27 @@ class Primitive(NamedTuple):
 
 
 LIFT, HOVER = 0.16, 0.06  # metres above the object to approach from and to carry at
+# The hidden variant's ready pose: the fingertip over the middle of its side's object places, at
+# the approach height, about 0.21 m (11 frames at 0.02 m) from home: longer than a policy's chunk
+# of actions, so the chunk chosen on the first frame cannot already head for the object.
+READY_TIP = {
+    "left": np.array([-0.16, 0.01, LIFT + OBJECT_HALF]),
+    "right": np.array([0.16, 0.01, LIFT + OBJECT_HALF]),
+}
 
 
 def primitives(scene: Scene, obj: np.ndarray | None = None) -> list[Primitive]:
     """The pick-and-place as primitives, for the object's centre ``obj`` (3,) (default: where the
-    scene puts it)."""
+    scene puts it); the hidden variant's begin with the move to `READY_TIP` (`approach_index`)."""
     o = scene.object_start if obj is None else obj
     t = np.array([*scene.target_xy, 2 * OBJECT_HALF + 0.005])
 
     def up(dz: float) -> np.ndarray:
         return np.array([0.0, 0.0, dz])
 
+    ready = [Primitive(READY_TIP[scene.arm], 1.0, 0)] if scene.hidden else []
     return [
+        *ready,
         Primitive(o + up(LIFT), 1.0, 0),
         Primitive(o + up(0.005), 1.0, 0),
         Primitive(o + up(0.005), 0.0, 4),
@@ -74,6 +83,11 @@ def primitives(scene: Scene, obj: np.ndarray | None = None) -> list[Primitive]:
         Primitive(t + up(LIFT), 1.0, 0),
         Primitive(HOME_TIP[scene.arm], 1.0, 0),
     ]
+
+
+def approach_index(scene: Scene) -> int:
+    """The index, in `primitives`, of the move to above the object (after the ready pose, if any)."""
+    return int(scene.hidden)
 
 
 def frames_to(goal: np.ndarray, start: np.ndarray, hold: int, step: float) -> int:

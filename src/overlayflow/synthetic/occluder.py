@@ -7,6 +7,10 @@ height), from frame ``FIRST_HIDDEN`` for as many frames as the fingertip needs t
 frames, then not, until the arm is nearly there (before the grasp: at the default step of 0.02 m,
 frames 2–13 of about 90), so where to go must be remembered. Its time is counted in frames, the
 same in a written episode (frame i) and in the simulator (after i actions).
+
+In the hidden variant (``place_block_hidden``) the panel hangs from frame ``FIRST_HIDDEN`` to the
+end: on the line of sight to the object's starting place, it hides the object until the arm
+carries it away (lifted, the object leaves the panel's shadow), and the gripper while it is there.
 Its colour is far from every named colour, so a model that finds objects by colour (the stand-in
 VLM) finds nothing while it hangs there.
 """
@@ -32,8 +36,10 @@ def hidden_frames(step: float) -> range:
 
 
 def occluded_at(scene: Scene, frame: int, step: float) -> bool:
-    """Whether the panel hides the object at ``frame`` of ``scene`` (never, unless the scene is an
-    occluded variant's)."""
+    """Whether the panel hangs at ``frame`` of ``scene`` (never, unless the scene is an occluded or
+    hidden variant's)."""
+    if scene.hidden:
+        return frame >= FIRST_HIDDEN
     return scene.occluded and frame in hidden_frames(step)
 
 

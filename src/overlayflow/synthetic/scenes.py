@@ -5,7 +5,11 @@ and place it on the blue pad") and a target pad, on a table at z = 0. The arm th
 left one when the object is at x < 0, as in RoboTwin's beat_block_hammer. The same (task, episode,
 seed) always gives the same scene. A task name ending in ``_occluded`` (``place_block_occluded``) is
 its base task's scenes with the designed occlusion of `occluder`: same layouts, nouns and
-instructions, and a panel that hides the object from the head camera during the approach.
+instructions, and a panel that hides the object from the head camera during the approach. One
+ending in ``_hidden`` (``place_block_hidden``) hides it from the third frame until it is carried
+away, and the arm first moves to a ready pose that is the same for every scene of its side, so
+that neither the pictures nor the arm's own state say where the object is once the panel hangs:
+only the first frames (the memory) or a path drawn on them do.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ NOUNS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_NOUNS = ("block", "pad")
 OCCLUDED = "_occluded"  # task-name suffix of a task's occluded variant
+HIDDEN = "_hidden"  # task-name suffix of its hidden variant (ready pose, panel until carried)
 
 OBJECT_HALF = 0.025  # half the object's edge, metres
 TARGET_HALF = 0.055  # half the target pad's edge
@@ -51,6 +56,7 @@ class Scene:
     yaw: float
     camera_jitter: np.ndarray
     occluded: bool = False  # the occluded variant's panel hides the object during the approach
+    hidden: bool = False  # the hidden variant: a ready pose first, the panel until carried away
 
     @property
     def object_start(self) -> np.ndarray:
@@ -76,19 +82,22 @@ class Scene:
         }
 
 
-def base_task(task: str) -> tuple[str, bool]:
-    """(the base task, whether ``task`` is its occluded variant): ``place_block_occluded`` →
-    (``place_block``, True)."""
-    base = task.removesuffix(OCCLUDED)
-    return (base, True) if base != task and base else (task, False)
+def base_task(task: str) -> tuple[str, str]:
+    """(the base task, the variant's suffix or ""): ``place_block_occluded`` →
+    (``place_block``, ``"_occluded"``), ``place_block`` → (``place_block``, ``""``)."""
+    for suffix in (OCCLUDED, HIDDEN):
+        base = task.removesuffix(suffix)
+        if base != task and base:
+            return base, suffix
+    return task, ""
 
 
 def make_scene(task: str, index: int, seed: int = 0) -> Scene:
     """Draw the scene of ``task``/episode ``index`` from a seed; the same arguments give the same scene.
 
-    An occluded variant draws its base task's scene (the same layout for the same index and seed).
+    A variant draws its base task's scene (the same layout for the same index and seed).
     """
-    task, occluded = base_task(task)
+    task, variant = base_task(task)
     rng = np.random.default_rng([seed, zlib.crc32(task.encode()), index])
     obj_colour, target_colour = rng.choice(list(COLOURS), size=2, replace=False)
     obj_xy = np.array([rng.uniform(0.08, 0.24) * rng.choice([-1.0, 1.0]), rng.uniform(-0.08, 0.1)])
@@ -104,5 +113,6 @@ def make_scene(task: str, index: int, seed: int = 0) -> Scene:
         target_xy=target_xy,
         yaw=float(rng.uniform(-0.5, 0.5)),
         camera_jitter=rng.normal(0.0, 0.005, size=3),
-        occluded=occluded,
+        occluded=bool(variant),
+        hidden=variant == HIDDEN,
     )

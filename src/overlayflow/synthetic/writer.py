@@ -8,7 +8,8 @@ first T − 1 frames and pairs each state with the next one as its action, as Ro
 truth that RoboTwin does not store (object positions, per-frame visibility, keyed by stable_2.0
 camera names) goes to ``<task dir>/truth/episode{i}.json``, outside RoboTwin's layout. The frames
 are `views`' (`views.episode_views` yields them before encoding), the ones the simulator shows;
-an occluded variant's task (``place_block_occluded``) is written the same way, its panel in view.
+an occluded or hidden variant's task (``place_block_occluded``, ``place_block_hidden``) is
+written the same way, its panel in view.
 """
 
 from __future__ import annotations
