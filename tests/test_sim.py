@@ -14,7 +14,7 @@ from overlayflow.robotwin.episodes import Episode, EpisodeRef
 from overlayflow.robotwin.index import index_episode
 from overlayflow.synthetic import physics
 from overlayflow.synthetic.motion import READY_TIP, approach_index, frames_to
-from overlayflow.synthetic.occluder import FIRST_HIDDEN, hidden_frames
+from overlayflow.synthetic.occluder import FIRST_HIDDEN, OCCLUDER, hidden_frames, panel
 from overlayflow.synthetic.robot import flange_pose, joint_angles
 from overlayflow.synthetic.sim import TableTopEnv, hidden_stretches
 
@@ -154,9 +154,11 @@ def test_occluded_variant_hides_the_object_before_the_grasp():
 
 
 def test_hidden_variant_shows_the_object_only_before_the_arm_sets_off(tmp_path):
-    """Neither the pictures nor the arm's state say where the object is once the panel hangs: the
+    """Neither the pictures nor the arm's state say where the object is once the cover is on: the
     first chunk of a policy's actions (8 steps) goes to a ready pose that is the same for every
-    scene of its side, and the head camera does not see the object again before it is carried."""
+    scene of its side, the head camera does not see the object again before it is taken, and the
+    cover is the same for every scene (unlike the occluded variant's panel, it does not mark the
+    object's place)."""
     starts = {"left": [], "right": []}
     for index in range(8):
         hidden = TableTopEnv(HIDDEN, index, cameras=())
@@ -165,8 +167,8 @@ def test_hidden_variant_shows_the_object_only_before_the_arm_sets_off(tmp_path):
         assert scene.hidden and scene.occluded and approach_index(scene) == 1
         visibility = np.array(hidden.visibility)
         assert np.all(visibility[:FIRST_HIDDEN] > 0.9)
-        assert np.all(visibility[FIRST_HIDDEN : hidden.grasped_at + 1] == 0.0)
-        assert visibility[hidden.grasped_at :].max() > 0.2  # carried out of the panel's shadow
+        assert np.all(visibility[FIRST_HIDDEN : hidden.grasped_at] == 0.0)
+        assert visibility[hidden.grasped_at :].max() > 0.2  # the cover is lifted once it is taken
         demo = synthetic.demonstrate(scene)
         # A frame at the primitive's start (as RoboTwin saves), then its frames to the ready pose.
         ready = 1 + frames_to(READY_TIP[scene.arm], demo.tips[0], 0, 0.02)
@@ -176,6 +178,13 @@ def test_hidden_variant_shows_the_object_only_before_the_arm_sets_off(tmp_path):
         plain = synthetic.make_scene("place_block", index)
         np.testing.assert_array_equal(scene.obj_xy, plain.obj_xy)
         assert scene.instructions == plain.instructions
+    frames = [next(synthetic.episode_views(HIDDEN, i, width=64, height=48)) for i in (0, 1)]
+    covered = [list(synthetic.episode_views(HIDDEN, i, width=64, height=48))[5] for i in (0, 1)]
+    assert not np.array_equal(frames[0].rgb, frames[1].rgb)
+    masks = [(c.rgb == OCCLUDER).all(axis=-1) for c in covered]
+    assert (masks[0] & masks[1]).sum() > 0.95 * masks[0].sum() > 0  # only the camera's jitter
+    scenes = [synthetic.make_scene(HIDDEN, i) for i in (0, 1)]
+    np.testing.assert_array_equal(panel(scenes[0]), panel(scenes[1]))
     for side, tips in starts.items():
         assert len(tips) >= 2, side
         np.testing.assert_allclose(np.ptp(np.stack(tips), axis=0), 0.0, atol=1e-12)

@@ -77,7 +77,7 @@ class Viewer:
             renderer = Renderer(self.scene, self.width, self.height, measure)
             self._renderers[camera, measure] = renderer
         k, rt = self.camera(camera, state)
-        hidden = occluded_at(self.scene, frame, self.step)
+        hidden = occluded_at(self.scene, frame, self.step, state.taken)
         picture = self._renderers[camera, measure].draw(
             k,
             rt,
