@@ -15,9 +15,8 @@ from overlayflow.synthetic.motion import approach_index, frames_to, primitives
 from overlayflow.synthetic.robot import joint_vector
 from overlayflow.synthetic.sim import TableTopEnv
 
-LIFT_OFF = (
-    3  # the primitive that lifts the object, counted from the approach: it needs the object held
-)
+# The primitive that lifts the object, counted from the approach: it needs the object held.
+LIFT_OFF = 3
 
 
 class Expert:

@@ -12,7 +12,8 @@ That panel hangs where the object is, so its place in the picture says where to 
 variant's (``place_block_hidden``) does not: a cover over every place an object can start from,
 the same for every scene, just above the objects' height, from frame ``FIRST_HIDDEN`` until the
 object is taken (then it is lifted away, and the pad is in full view for the carry).
-Its colour is far from every named colour, so a model that finds objects by colour (the stand-in
+
+Both are of a colour far from every named colour, so a model that finds objects by colour (the stand-in
 VLM) finds nothing while it hangs there.
 """
 
