@@ -6,10 +6,11 @@ left one when the object is at x < 0, as in RoboTwin's beat_block_hammer. The sa
 seed) always gives the same scene. A task name ending in ``_occluded`` (``place_block_occluded``) is
 its base task's scenes with the designed occlusion of `occluder`: same layouts, nouns and
 instructions, and a panel that hides the object from the head camera during the approach. One
-ending in ``_hidden`` (``place_block_hidden``) hides it from the third frame until it is carried
-away, and the arm first moves to a ready pose that is the same for every scene of its side, so
-that neither the pictures nor the arm's own state say where the object is once the panel hangs:
-only the first frames (the memory) or a path drawn on them do.
+ending in ``_hidden`` (``place_block_hidden``) covers every place an object can start from, the
+same for every scene, from the third frame until the object is taken, and the arm first moves to a
+ready pose that is the same for every scene of its side, so that neither the pictures nor the
+arm's own state say where the object is under the cover: only the first frames (the memory) or a
+path drawn on them do.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ NOUNS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_NOUNS = ("block", "pad")
 OCCLUDED = "_occluded"  # task-name suffix of a task's occluded variant
-HIDDEN = "_hidden"  # task-name suffix of its hidden variant (ready pose, panel until carried)
+HIDDEN = "_hidden"  # task-name suffix of its hidden variant (ready pose, cover until taken)
 
 OBJECT_HALF = 0.025  # half the object's edge, metres
 TARGET_HALF = 0.055  # half the target pad's edge
@@ -56,7 +57,7 @@ class Scene:
     yaw: float
     camera_jitter: np.ndarray
     occluded: bool = False  # the occluded variant's panel hides the object during the approach
-    hidden: bool = False  # the hidden variant: a ready pose first, the panel until carried away
+    hidden: bool = False  # the hidden variant: a ready pose first, the cover until taken
 
     @property
     def object_start(self) -> np.ndarray:
